@@ -1,0 +1,125 @@
+"""The exceptions pollerd raises, under one root.
+
+    PollerdError
+    ├── ConfigError              pollers.yaml is unreadable or invalid (file, line, field)
+    ├── ManifestError            a plugin.toml is unreadable or invalid (file, line, field)
+    │   └── DuplicateKindError   two plugins declare the same kind
+    ├── TransportError           one tick could not be completed; carries an ErrorClass
+    │   ├── TickTimeoutError     no reply before the tick deadline            (transient)
+    │   ├── PluginUnavailableError nobody serves the plugin, or it is failed  (transient)
+    │   ├── ProtocolError        the plugin broke the wire protocol           (transient)
+    │   └── PluginReplyError     the plugin answered with a JSON-RPC error    (by its code)
+    ├── StoreError               the state store failed or has an unknown schema
+    ├── NatsError                the NATS server could not be started or reached
+    └── SupervisorError          a supervised plugin could not be started
+
+Only the standard library is imported here: the wire codec and the SDK use these names.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorClass(enum.StrEnum):
+    """What pollerd does after a failed tick (DESIGN §6)."""
+
+    TRANSIENT = "transient"  # retried within the slot, then counted toward the breaker
+    PERMANENT = "permanent"  # the job is paused with the reason
+    CONFIG = "config"  # the job is broken until its config changes
+
+
+class PollerdError(Exception):
+    """Root of every error pollerd raises on purpose."""
+
+
+class ConfigError(PollerdError):
+    """pollers.yaml could not be read or is invalid.
+
+    ``problems`` holds every problem found, each already formatted as ``file:line: field: message``.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ManifestError(PollerdError):
+    """A plugin.toml could not be read or is invalid (``file:line: field: message``)."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DuplicateKindError(ManifestError):
+    """Two plugins declare the same poller kind."""
+
+    def __init__(self, kind: str, first: tuple[str, str], second: tuple[str, str]) -> None:
+        self.kind = kind
+        self.first = first  # (plugin id, manifest path)
+        self.second = second
+        super().__init__(
+            f"poller kind {kind!r} is declared by two plugins: "
+            f"{first[0]!r} ({first[1]}) and {second[0]!r} ({second[1]}); "
+            "remove the kind from one of the manifests"
+        )
+
+
+class TransportError(PollerdError):
+    """One tick could not be completed. ``reason`` is a short label used in metrics and status."""
+
+    error_class: ErrorClass = ErrorClass.TRANSIENT
+    reason: str = "transient"
+
+    def __init__(self, message: str, *, plugin: str = "", job_id: str = "") -> None:
+        self.plugin = plugin
+        self.job_id = job_id
+        super().__init__(message)
+
+
+class TickTimeoutError(TransportError):
+    reason = "timeout"
+
+    def __init__(self, *, plugin: str, job_id: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"plugin {plugin!r} did not reply within {timeout_s:g}s", plugin=plugin, job_id=job_id
+        )
+
+
+class PluginUnavailableError(TransportError):
+    reason = "unavailable"
+
+
+class ProtocolError(TransportError):
+    reason = "protocol"
+
+
+class PluginReplyError(TransportError):
+    """The plugin answered with a JSON-RPC error object; its class follows the code (DESIGN §5)."""
+
+    def __init__(
+        self, code: int, message: str, error_class: ErrorClass, *, plugin: str = "", job_id: str = ""
+    ) -> None:
+        self.code = code
+        self.error_class = error_class
+        self.reason = error_class.value
+        super().__init__(
+            f"plugin {plugin!r} reported a {error_class.value} error ({code}): {message}",
+            plugin=plugin,
+            job_id=job_id,
+        )
+        self.plugin_message = message
+
+
+class StoreError(PollerdError):
+    """The state store failed, or holds a schema this version does not know."""
+
+
+class NatsError(PollerdError):
+    """The NATS server could not be started or reached."""
+
+
+class SupervisorError(PollerdError):
+    """A supervised plugin could not be started or kept running."""

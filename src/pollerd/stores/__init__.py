@@ -1,0 +1,1 @@
+"""Job state stores: one ABC, an in-memory store and SQLite."""

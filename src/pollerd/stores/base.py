@@ -1,0 +1,122 @@
+"""The store contract: per-job cursor and run state, written in one transaction per change."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+SCHEMA_VERSION = 1
+
+
+class Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """What pollerd remembers about one job across restarts."""
+
+    job_id: str
+    kind: str
+    cursor: bytes | None = None
+    last_status: str | None = None  # "ok" or the failure reason (timeout, protocol, ...)
+    last_error: str | None = None
+    last_run_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_scheduled_at: datetime | None = None  # the last slot that was due (catch-up reads this)
+    consecutive_errors: int = 0
+    paused: bool = False
+    pause_reason: str | None = None
+    broken_reason: str | None = None  # set by a config-class plugin error
+    broken_config_hash: str | None = None  # the job config that was broken; a new one clears it
+    breaker_open_until: datetime | None = None
+    breaker_cooldown_s: float | None = None  # the current cooldown; doubles up to max_cooldown
+    revision: int = 0  # bumped by every write
+
+
+@dataclass(frozen=True, slots=True)
+class JobUpdate:
+    """A partial change of a JobState: fields left UNSET keep their stored value."""
+
+    kind: str | Unset = UNSET
+    cursor: bytes | None | Unset = UNSET
+    last_status: str | None | Unset = UNSET
+    last_error: str | None | Unset = UNSET
+    last_run_at: datetime | None | Unset = UNSET
+    last_success_at: datetime | None | Unset = UNSET
+    last_scheduled_at: datetime | None | Unset = UNSET
+    consecutive_errors: int | Unset = UNSET
+    paused: bool | Unset = UNSET
+    pause_reason: str | None | Unset = UNSET
+    broken_reason: str | None | Unset = UNSET
+    broken_config_hash: str | None | Unset = UNSET
+    breaker_open_until: datetime | None | Unset = UNSET
+    breaker_cooldown_s: float | None | Unset = UNSET
+
+    def changes(self) -> dict[str, object]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not UNSET
+        }
+
+    def apply(self, state: JobState) -> JobState:
+        return replace(state, revision=state.revision + 1, **self.changes())  # type: ignore[arg-type]
+
+
+class Store(ABC):
+    """Per-job state. Every method is one transaction; ``update`` is atomic for all its fields.
+
+    Use as ``async with store:``; ``open`` creates or migrates the schema and refuses an unknown
+    schema version with a ``StoreError`` naming both versions.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def get(self, job_id: str) -> JobState | None: ...
+
+    @abstractmethod
+    async def all(self) -> list[JobState]:
+        """Every stored job, ordered by id."""
+
+    @abstractmethod
+    async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
+        """Create the job if missing (``paused`` is its initial state) and return it.
+
+        A stored job whose kind differs is reset: its cursor and run state start over.
+        """
+
+    @abstractmethod
+    async def update(self, job_id: str, change: JobUpdate) -> JobState:
+        """Apply ``change`` in one transaction and return the new state. Unknown job: KeyError."""
+
+    @abstractmethod
+    async def delete(self, job_id: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` when the store cannot be used (readiness checks)."""
+        await self.all()

@@ -1,0 +1,246 @@
+"""The tick wire protocol, identical over NATS and stdio (DESIGN §5). Standard library only."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pollerd.errors import ErrorClass, PluginReplyError, ProtocolError
+
+PROTOCOL = 1
+METHOD = "poll_tick"
+MAX_CURSOR_BYTES = 256 * 1024
+MAX_REPLY_BYTES = 1024 * 1024
+
+CODE_PARSE_ERROR = -32700
+CODE_INVALID_REQUEST = -32600
+CODE_TRANSIENT = -32001
+CODE_PERMANENT = -32002
+CODE_CONFIG = -32602
+
+_BAD_FRAME_CODES = {CODE_PARSE_ERROR, CODE_INVALID_REQUEST}
+
+
+def encode_cursor(cursor: bytes) -> str:
+    """URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(cursor).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(text: str) -> bytes:
+    """Decode URL-safe base64, with or without padding. Raises ``ValueError`` on anything else."""
+    if not isinstance(text, str):
+        raise ValueError(f"a cursor must be a base64url string, got {type(text).__name__}")
+    stripped = text.rstrip("=")
+    if len(stripped) % 4 == 1 or not _is_base64url(stripped):
+        raise ValueError(f"not URL-safe base64: {_preview(text)}")
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - guarded by the checks above
+        raise ValueError(f"not URL-safe base64: {_preview(text)}") from exc
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _is_base64url(text: str) -> bool:
+    return all(ch in _B64URL for ch in text)
+
+
+def _preview(text: object, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision and a ``Z``."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def make_tick_id(job_id: str, scheduled_at: datetime) -> str:
+    """Stable across the retries of one scheduled slot."""
+    return f"{job_id}@{format_time(scheduled_at)}"
+
+
+def classify_code(code: object) -> ErrorClass:
+    """The error class of a JSON-RPC error code: unknown codes are transient."""
+    if code == CODE_PERMANENT:
+        return ErrorClass.PERMANENT
+    if code == CODE_CONFIG:
+        return ErrorClass.CONFIG
+    return ErrorClass.TRANSIENT
+
+
+@dataclass(frozen=True, slots=True)
+class TickRequest:
+    kind: str
+    job_id: str
+    tick_id: str
+    attempt: int
+    agent_id: str
+    cursor: bytes | None
+    config: Mapping[str, Any]
+    now: datetime
+    scheduled_at: datetime
+    deadline: datetime
+    interval_hint_secs: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jsonrpc": "2.0",
+            "id": self.tick_id,
+            "method": METHOD,
+            "params": {
+                "protocol": PROTOCOL,
+                "kind": self.kind,
+                "job_id": self.job_id,
+                "tick_id": self.tick_id,
+                "attempt": self.attempt,
+                "agent_id": self.agent_id,
+                "cursor": None if self.cursor is None else encode_cursor(self.cursor),
+                "config": dict(self.config),
+                "now": format_time(self.now),
+                "scheduled_at": format_time(self.scheduled_at),
+                "deadline": format_time(self.deadline),
+                "interval_hint_secs": self.interval_hint_secs,
+            },
+        }
+
+    def encode(self) -> bytes:
+        """One JSON line, newline-terminated."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TickReply:
+    """A successful reply. ``next_cursor`` None means: keep the stored cursor."""
+
+    next_cursor: bytes | None = None
+    next_interval_secs: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+
+
+def decode_reply(
+    frame: bytes | str,
+    *,
+    tick_id: str | None = None,
+    plugin: str = "",
+    job_id: str = "",
+    max_cursor_bytes: int = MAX_CURSOR_BYTES,
+) -> TickReply:
+    """Decode a reply frame. Raises ``ProtocolError`` or ``PluginReplyError``; never anything else."""
+
+    def bad(what: str) -> ProtocolError:
+        return ProtocolError(
+            f"plugin {plugin!r} broke the protocol: {what}", plugin=plugin, job_id=job_id
+        )
+
+    try:
+        message = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        raise bad(f"reply is not JSON: {_preview(_as_text(frame))}") from None
+    if not isinstance(message, dict):
+        raise bad(f"reply is not a JSON object: {_preview(_as_text(frame))}")
+    if tick_id is not None and message.get("id") != tick_id:
+        raise bad(f"reply id {message.get('id')!r} does not match tick {tick_id!r}")
+    if "error" in message:
+        raise _reply_error(message["error"], bad, plugin=plugin, job_id=job_id)
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise bad("reply has neither a 'result' object nor an 'error' object")
+    return _decode_result(result, bad, max_cursor_bytes)
+
+
+def _as_text(frame: bytes | str) -> str:
+    return frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+
+
+def _reply_error(error: Any, bad: Any, *, plugin: str, job_id: str) -> Exception:
+    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+        return bad(f"malformed error object: {_preview(error)}")  # type: ignore[no-any-return]
+    code = error["code"]
+    message = str(error.get("message", ""))
+    if code in _BAD_FRAME_CODES:
+        return bad(f"plugin rejected the request frame ({code}): {message}")  # type: ignore[no-any-return]
+    return PluginReplyError(code, message, classify_code(code), plugin=plugin, job_id=job_id)
+
+
+def _decode_result(result: dict[str, Any], bad: Any, max_cursor_bytes: int) -> TickReply:
+    next_cursor: bytes | None = None
+    raw_cursor = result.get("next_cursor")
+    if raw_cursor is not None:
+        try:
+            next_cursor = decode_cursor(raw_cursor)
+        except ValueError as exc:
+            raise bad(f"next_cursor: {exc}") from None
+        if len(next_cursor) > max_cursor_bytes:
+            raise bad(f"next_cursor is {len(next_cursor)} bytes, over the {max_cursor_bytes} cap")
+    interval = result.get("next_interval_secs")
+    if interval is not None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise bad(f"next_interval_secs must be a number or null, got {_preview(interval)}")
+        if not math.isfinite(interval) or interval <= 0:
+            raise bad(f"next_interval_secs must be positive, got {interval}")
+    metrics = result.get("metrics") or {}
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        raise bad(f"metrics must map names to numbers, got {_preview(metrics)}")
+    return TickReply(
+        next_cursor=next_cursor,
+        next_interval_secs=None if interval is None else float(interval),
+        metrics={str(k): float(v) for k, v in metrics.items()},
+        events=_decode_events(result.get("events") or [], bad),
+    )
+
+
+def _decode_events(raw: Any, bad: Any) -> tuple[Event, ...]:
+    if not isinstance(raw, list):
+        raise bad(f"events must be a list, got {_preview(raw)}")
+    events = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise bad(f"events[{index}] needs a non-empty string 'id', got {_preview(item)}")
+        events.append(Event(id=item["id"], data=item.get("data")))
+    return tuple(events)
+
+
+def encode_result(tick_id: str, reply: TickReply) -> bytes:
+    """The reply frame for a successful tick (used by the SDK and by tests)."""
+    result: dict[str, Any] = {
+        "next_cursor": None if reply.next_cursor is None else encode_cursor(reply.next_cursor),
+        "next_interval_secs": reply.next_interval_secs,
+        "metrics": dict(reply.metrics),
+        "events": [{"id": e.id, "data": e.data} for e in reply.events],
+    }
+    return _frame({"jsonrpc": "2.0", "id": tick_id, "result": result})
+
+
+def encode_error(tick_id: str | None, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return _frame({"jsonrpc": "2.0", "id": tick_id, "error": error})
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
