@@ -11,6 +11,7 @@
     │   └── PluginReplyError     the plugin answered with a JSON-RPC error    (by its code)
     ├── StoreError               the state store failed or has an unknown schema
     ├── NatsError                the NATS server could not be started or reached
+    ├── EventPublishError        an event was not acknowledged; the tick is not committed
     └── SupervisorError          a supervised plugin could not be started
 
 Only the standard library is imported here: the wire codec and the SDK use these names.
@@ -123,3 +124,7 @@ class NatsError(PollerdError):
 
 class SupervisorError(PollerdError):
     """A supervised plugin could not be started or kept running."""
+
+
+class EventPublishError(PollerdError):
+    """An event of a tick was not acknowledged by the stream; the tick is not committed."""
