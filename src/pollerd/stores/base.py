@@ -115,7 +115,16 @@ class Store(ABC):
         """Apply ``change`` in one transaction and return the new state. Unknown job: KeyError."""
 
     @abstractmethod
-    async def delete(self, job_id: str) -> None: ...
+    async def delete(self, job_id: str) -> None:
+        """Forget the job and its cursor. A missing job is not an error."""
+
+    @abstractmethod
+    async def version(self) -> int:
+        """A counter of the whole store, increased by every write from any process.
+
+        A running service polls it (it is one cheap read) to notice changes made by the CLI or by
+        another process on the same store; an unchanged number means nothing was written since.
+        """
 
     async def ping(self) -> None:
         """Raise ``StoreError`` when the store cannot be used (readiness checks)."""

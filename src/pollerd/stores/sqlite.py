@@ -1,0 +1,298 @@
+"""A Store in one SQLite file, shared by the running service and the CLI's admin commands."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pollerd.errors import StoreError
+from pollerd.stores._values import TIME_FIELDS, normalize_changes, to_utc
+from pollerd.stores.base import SCHEMA_VERSION, JobState, JobUpdate, Store
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 5.0
+SCHEMA_KEY = "schema_version"
+VERSION_KEY = "version"
+META_TABLE = "meta"
+JOBS_TABLE = "jobs"
+
+COLUMNS = tuple(f.name for f in fields(JobState))
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
+_INSERT = (
+    f"INSERT OR REPLACE INTO {JOBS_TABLE} ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    f"""CREATE TABLE IF NOT EXISTS {JOBS_TABLE} (
+        job_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        cursor BLOB,
+        last_status TEXT,
+        last_error TEXT,
+        last_run_at TEXT,
+        last_success_at TEXT,
+        last_scheduled_at TEXT,
+        consecutive_errors INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        pause_reason TEXT,
+        broken_reason TEXT,
+        broken_config_hash TEXT,
+        breaker_open_until TEXT,
+        breaker_cooldown_s REAL,
+        revision INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+# sqlite3 messages → what the operator should do about them.
+_HINTS = (
+    ("locked", "another process kept the store locked too long; retry, or stop the other writer"),
+    ("busy", "another process kept the store locked too long; retry, or stop the other writer"),
+    ("not a database", "the file is not a pollerd state store or is corrupt; move it away"),
+    ("malformed", "the file is corrupt; move it away (pollerd starts a new one, cursors reset)"),
+    ("unable to open", "check that the directory exists and is writable by pollerd"),
+    ("readonly", "check that the file and its directory are writable by pollerd"),
+    ("disk i/o", "check the disk and the file's permissions"),
+    ("full", "the disk is full; free some space"),
+)
+
+
+class SqliteStore(Store):
+    """Job state in a SQLite file (WAL mode), one connection per store.
+
+    Concurrency: the service and CLI admin commands open the same file. Every write is one short
+    ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two writers never deadlock
+    on a lock upgrade) and a writer waits up to ``busy_timeout_s`` for the other one. WAL lets
+    readers run while someone writes.
+
+    Threading: the calls are local and take microseconds (a commit ≈ 20 µs on the reference
+    machine), so they run directly on the event loop thread instead of a worker thread; no
+    transaction spans an ``await``, which also makes a write immune to task cancellation. The cost
+    is that a writer blocked by another process's lock blocks the loop for up to
+    ``busy_timeout_s``; admin commands hold the lock for well under a millisecond.
+
+    Durability: ``synchronous=NORMAL`` by default. In WAL mode a committed transaction survives a
+    crash of pollerd, but an OS crash or power loss may roll back the last commits (the file stays
+    consistent). Such a rollback moves a cursor back and re-publishes the events since, which the
+    at-least-once event contract (``Nats-Msg-Id`` dedup, idempotent consumers) already covers.
+    ``full_sync=True`` fsyncs every commit: measured ≈ 250 µs per commit against ≈ 17 µs, which
+    would cap a tick-heavy service at a few thousand commits per second of loop time.
+
+    Datetimes are stored as ISO 8601 UTC text with microseconds; the cursor is a BLOB, so ``None``
+    and ``b""`` stay distinct.
+    """
+
+    def __init__(
+        self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, full_sync: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self.full_sync = full_sync
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"state store {self.path}: cannot create its directory {self.path.parent}: "
+                f"{exc.strerror or exc}; check the state_dir setting and its permissions"
+            ) from exc
+        with self._translate("open"):
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        logger.debug("opened state store %s (schema version %d)", self.path, SCHEMA_VERSION)
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        with self._translate("open"):
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning(
+                    "state store %s: journal mode is %s, not WAL: the CLI and the service may "
+                    "block each other",
+                    self.path,
+                    mode,
+                )
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.full_sync else 'NORMAL'}")
+        with self._transaction(conn, "create the schema"):
+            tables = {
+                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if tables and META_TABLE not in tables:
+                raise StoreError(
+                    f"state store {self.path}: the file is a SQLite database but not a pollerd "
+                    f"state store (tables: {', '.join(sorted(tables))}); point state_dir elsewhere"
+                )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            found = _meta(conn, SCHEMA_KEY)
+            if found is None:
+                conn.executemany(
+                    f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)",
+                    [(SCHEMA_KEY, SCHEMA_VERSION), (VERSION_KEY, 0)],
+                )
+            elif found != SCHEMA_VERSION:
+                raise StoreError(
+                    f"state store {self.path} has schema version {found}; this pollerd supports "
+                    f"version {SCHEMA_VERSION}. Run the pollerd version that wrote it, or move the "
+                    "file away to start with empty state"
+                )
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with self._translate("close"):
+                conn.close()
+
+    async def get(self, job_id: str) -> JobState | None:
+        conn = self._connection()
+        with self._translate(f"read job {job_id!r}"):
+            row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else self._state(row)
+
+    async def all(self) -> list[JobState]:
+        conn = self._connection()
+        with self._translate("read the jobs"):
+            rows = conn.execute(f"{_SELECT} ORDER BY job_id").fetchall()
+        return [self._state(row) for row in rows]
+
+    async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
+        conn = self._connection()
+        with self._transaction(conn, f"create job {job_id!r}"):
+            row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job_id,)).fetchone()
+            stored = None if row is None else self._state(row)
+            if stored is not None and stored.kind == kind:
+                return stored
+            revision = 0 if stored is None else stored.revision + 1
+            state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
+            conn.execute(_INSERT, _row_from_state(state))
+            _bump_version(conn)
+        return state
+
+    async def update(self, job_id: str, change: JobUpdate) -> JobState:
+        changes = normalize_changes(change.changes())
+        assignments = [f"{name} = ?" for name in changes]  # names of JobUpdate fields
+        assignments.append("revision = revision + 1")
+        values = [_to_column(name, value) for name, value in changes.items()]
+        conn = self._connection()
+        with self._transaction(conn, f"update job {job_id!r}"):
+            rows = conn.execute(
+                f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ? "
+                f"RETURNING {', '.join(COLUMNS)}",
+                (*values, job_id),
+            ).fetchall()
+            if not rows:
+                raise KeyError(job_id)
+            _bump_version(conn)
+        return self._state(rows[0])
+
+    async def delete(self, job_id: str) -> None:
+        conn = self._connection()
+        with self._transaction(conn, f"delete job {job_id!r}"):
+            deleted = conn.execute(f"DELETE FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,))
+            if deleted.rowcount:
+                _bump_version(conn)
+
+    async def version(self) -> int:
+        conn = self._connection()
+        with self._translate("read the store version"):
+            found = _meta(conn, VERSION_KEY)
+        return found or 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(
+                f"state store {self.path} is not open: use it inside 'async with store:'"
+            )
+        return self._conn
+
+    def _state(self, row: tuple[object, ...]) -> JobState:
+        try:
+            return _state_from_row(row)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"state store {self.path}: job {row[0]!r} holds an unreadable value ({exc}); "
+                "move the file away to start with empty state"
+            ) from exc
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block ends, else rolled back."""
+        with self._translate(what):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(self._message(what, exc)) from exc
+
+    def _message(self, what: str, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        lowered = text.lower()
+        hint = next((hint for needle, hint in _HINTS if needle in lowered), "")
+        return f"state store {self.path}: could not {what}: {text}" + (f"; {hint}" if hint else "")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the original error is the one worth reporting
+            logger.debug("rollback failed", exc_info=True)
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> int | None:
+    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _bump_version(conn: sqlite3.Connection) -> None:
+    conn.execute(f"UPDATE {META_TABLE} SET value = value + 1 WHERE key = ?", (VERSION_KEY,))
+
+
+def _to_column(name: str, value: object) -> object:
+    if name in TIME_FIELDS and isinstance(value, datetime):
+        return to_utc(value, name).isoformat(timespec="microseconds")
+    return value
+
+
+def _from_column(name: str, value: object) -> object:
+    if name in TIME_FIELDS and isinstance(value, str):
+        return datetime.fromisoformat(value).astimezone(UTC)
+    if name == "paused":
+        return bool(value)
+    return value
+
+
+def _row_from_state(state: JobState) -> tuple[object, ...]:
+    return tuple(_to_column(name, getattr(state, name)) for name in COLUMNS)
+
+
+def _state_from_row(row: tuple[object, ...]) -> JobState:
+    values = {name: _from_column(name, value) for name, value in zip(COLUMNS, row, strict=True)}
+    return JobState(**values)  # type: ignore[arg-type]

@@ -1,0 +1,210 @@
+"""The Store contract, run over every implementation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from pollerd.errors import StoreError
+from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.stores.memory import MemoryStore
+from pollerd.stores.sqlite import SqliteStore
+
+MOMENT = datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
+
+
+def make_store(name: str, tmp_path: Path) -> Store:
+    if name == "sqlite":
+        return SqliteStore(tmp_path / "state" / "state.db")
+    return MemoryStore()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with make_store(request.param, tmp_path) as opened:
+        yield opened
+
+
+async def test_ensure_creates_a_job_with_the_initial_paused_flag(store: Store) -> None:
+    created = await store.ensure("inbox", "dir_watch", paused=True)
+
+    assert created == JobState(job_id="inbox", kind="dir_watch", paused=True)
+    assert await store.get("inbox") == created
+
+
+async def test_ensure_keeps_a_stored_job_of_the_same_kind_untouched(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    updated = await store.update("inbox", JobUpdate(cursor=b"c", consecutive_errors=2))
+    version = await store.version()
+
+    again = await store.ensure("inbox", "dir_watch", paused=True)
+
+    assert again == updated
+    assert await store.version() == version
+
+
+async def test_ensure_with_another_kind_starts_the_job_over(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    before = await store.update(
+        "inbox",
+        JobUpdate(
+            cursor=b"c",
+            last_status="ok",
+            last_run_at=MOMENT,
+            consecutive_errors=3,
+            breaker_open_until=MOMENT,
+            breaker_cooldown_s=30.0,
+        ),
+    )
+
+    reset = await store.ensure("inbox", "rss")
+
+    assert reset == JobState(job_id="inbox", kind="rss", revision=before.revision + 1)
+    assert await store.get("inbox") == reset
+
+
+async def test_update_changes_only_the_fields_that_are_set(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    first = await store.update("inbox", JobUpdate(cursor=b"one", last_status="ok"))
+
+    second = await store.update("inbox", JobUpdate(consecutive_errors=4, last_error="boom"))
+
+    assert second.cursor == b"one"
+    assert second.last_status == "ok"
+    assert (second.consecutive_errors, second.last_error) == (4, "boom")
+    assert second.revision == first.revision + 1 == 2
+    assert await store.get("inbox") == second
+
+
+async def test_update_can_set_a_field_back_to_none(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(pause_reason="quota", breaker_open_until=MOMENT))
+
+    cleared = await store.update("inbox", JobUpdate(pause_reason=None, breaker_open_until=None))
+
+    assert cleared.pause_reason is None
+    assert cleared.breaker_open_until is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [None, b"", b"\x00", bytes(range(256)), b"\xff" * 4096, "snowman ☃".encode()],
+    ids=["none", "empty", "nul", "all-bytes", "4k", "utf8"],
+)
+async def test_a_cursor_round_trips_byte_for_byte(store: Store, cursor: bytes | None) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=cursor))
+
+    stored = await store.get("inbox")
+
+    assert stored is not None
+    assert stored.cursor == cursor
+    assert type(stored.cursor) is type(cursor)
+
+
+async def test_datetimes_round_trip_to_the_microsecond_in_utc(store: Store) -> None:
+    paris_winter = timezone(timedelta(hours=1))
+    local = datetime(2026, 11, 22, 9, 0, 0, 1, tzinfo=paris_winter)
+    await store.ensure("inbox", "dir_watch")
+    await store.update(
+        "inbox",
+        JobUpdate(
+            last_run_at=MOMENT,
+            last_success_at=local,
+            last_scheduled_at=MOMENT + timedelta(microseconds=999999),
+            breaker_open_until=MOMENT,
+            breaker_cooldown_s=0.1,
+        ),
+    )
+
+    stored = await store.get("inbox")
+
+    assert stored is not None
+    assert stored.last_run_at == MOMENT
+    assert stored.last_success_at == local
+    assert stored.last_success_at is not None and stored.last_success_at.tzinfo is UTC
+    assert stored.last_scheduled_at == MOMENT + timedelta(microseconds=999999)
+    assert stored.breaker_cooldown_s == 0.1
+
+
+async def test_a_naive_datetime_is_refused(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+
+    with pytest.raises(ValueError) as caught:
+        await store.update("inbox", JobUpdate(last_run_at=datetime(2026, 1, 1)))
+
+    assert "last_run_at" in str(caught.value)
+    stored = await store.get("inbox")
+    assert stored is not None and stored.revision == 0
+
+
+async def test_update_of_an_unknown_job_raises_key_error(store: Store) -> None:
+    version = await store.version()
+
+    with pytest.raises(KeyError) as caught:
+        await store.update("ghost", JobUpdate(cursor=b"x"))
+
+    assert caught.value.args == ("ghost",)
+    assert await store.get("ghost") is None
+    assert await store.version() == version
+
+
+async def test_delete_forgets_the_job_and_ignores_a_missing_one(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.ensure("feeds", "rss")
+
+    await store.delete("inbox")
+    await store.delete("inbox")
+
+    assert await store.get("inbox") is None
+    assert [job.job_id for job in await store.all()] == ["feeds"]
+
+
+async def test_all_returns_every_job_ordered_by_id(store: Store) -> None:
+    for job_id in ["zeta", "alpha", "mid.1", "mid-0"]:
+        await store.ensure(job_id, "dir_watch")
+
+    jobs = await store.all()
+
+    assert [job.job_id for job in jobs] == ["alpha", "mid-0", "mid.1", "zeta"]
+
+
+async def test_version_increases_on_every_write_and_only_then(store: Store) -> None:
+    seen = [await store.version()]
+
+    await store.ensure("inbox", "dir_watch")
+    seen.append(await store.version())
+    await store.update("inbox", JobUpdate(cursor=b"c"))
+    seen.append(await store.version())
+    await store.ensure("inbox", "rss")
+    seen.append(await store.version())
+    await store.get("inbox")
+    await store.all()
+    await store.ensure("inbox", "rss")
+    await store.delete("ghost")
+    seen.append(await store.version())
+    await store.delete("inbox")
+    seen.append(await store.version())
+
+    assert seen[0] < seen[1] < seen[2] < seen[3] == seen[4] < seen[5]
+
+
+@pytest.mark.parametrize("name", ["memory", "sqlite"])
+async def test_a_closed_store_refuses_to_work(name: str, tmp_path: Path) -> None:
+    store = make_store(name, tmp_path)
+    async with store:
+        await store.ensure("inbox", "dir_watch")
+
+    with pytest.raises(StoreError) as caught:
+        await store.get("inbox")
+
+    assert "not open" in str(caught.value)
+
+
+async def test_ping_passes_on_an_open_store(store: Store) -> None:
+    await store.ping()
+
+    assert await store.all() == []

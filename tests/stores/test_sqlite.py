@@ -1,0 +1,161 @@
+"""What the SQLite store adds to the contract: persistence, sharing a file, refusing bad files."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from pollerd.errors import StoreError
+from pollerd.stores.base import SCHEMA_VERSION, JobUpdate
+from pollerd.stores.sqlite import SqliteStore
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+async def test_the_store_creates_its_directory_and_a_wal_database(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.db"
+
+    async with SqliteStore(path):
+        pass
+
+    with raw(path) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        schema = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert mode == "wal"
+    assert schema == SCHEMA_VERSION
+
+
+async def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as store:
+        await store.ensure("inbox", "dir_watch", paused=True)
+        written = await store.update("inbox", JobUpdate(cursor=b"", pause_reason="ops"))
+        version = await store.version()
+
+    async with SqliteStore(path) as store:
+        assert await store.get("inbox") == written
+        assert await store.version() == version
+
+
+async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as service, SqliteStore(path) as cli:
+        await service.ensure("inbox", "dir_watch")
+        seen_by_service = await service.version()
+
+        paused = await cli.update("inbox", JobUpdate(paused=True, pause_reason="maintenance"))
+
+        assert await service.version() > seen_by_service
+        assert await service.get("inbox") == paused
+        await service.update("inbox", JobUpdate(cursor=b"\x01"))
+        from_cli = await cli.get("inbox")
+        assert from_cli is not None
+        assert (from_cli.cursor, from_cli.paused, from_cli.revision) == (b"\x01", True, 2)
+
+
+async def test_a_newer_schema_version_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path):
+        pass
+    with raw(path) as conn:
+        conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+
+    with pytest.raises(StoreError) as caught:
+        await SqliteStore(path).open()
+
+    message = str(caught.value)
+    assert "99" in message
+    assert f"version {SCHEMA_VERSION}" in message
+    assert str(path) in message
+
+
+async def test_an_unusable_location_is_reported_with_its_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    path = blocker / "state.db"
+
+    with pytest.raises(StoreError) as caught:
+        await SqliteStore(path).open()
+
+    assert str(path) in str(caught.value)
+    assert "directory" in str(caught.value)
+
+
+async def test_a_file_that_is_not_a_database_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+
+    with pytest.raises(StoreError) as caught:
+        await SqliteStore(path).open()
+
+    assert str(path) in str(caught.value)
+    assert "not a database" in str(caught.value)
+
+
+async def test_a_database_of_another_application_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+
+    with pytest.raises(StoreError) as caught:
+        await SqliteStore(path).open()
+
+    assert "not a pollerd state store" in str(caught.value)
+    assert "invoices" in str(caught.value)
+
+
+async def test_a_write_blocked_by_another_writer_fails_with_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path, busy_timeout_s=0.05) as store:
+        await store.ensure("inbox", "dir_watch")
+        with raw(path) as other:
+            other.execute("BEGIN IMMEDIATE")
+
+            with pytest.raises(StoreError) as caught:
+                await store.update("inbox", JobUpdate(cursor=b"x"))
+
+            other.execute("ROLLBACK")
+        unchanged = await store.get("inbox")
+
+    assert "locked" in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert unchanged is not None and unchanged.cursor is None
+
+
+async def test_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path, busy_timeout_s=0.05) as store:
+        await store.ensure("inbox", "dir_watch")
+        with raw(path) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE jobs SET kind = 'rss'")
+
+            during = await store.get("inbox")
+
+            other.execute("COMMIT")
+        after = await store.get("inbox")
+
+    assert during is not None and during.kind == "dir_watch"
+    assert after is not None and after.kind == "rss"
+
+
+async def test_an_unreadable_stored_value_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as store:
+        await store.ensure("inbox", "dir_watch")
+        with raw(path) as other:
+            other.execute("UPDATE jobs SET last_run_at = 'yesterday-ish'")
+
+        with pytest.raises(StoreError) as caught:
+            await store.get("inbox")
+
+    assert "'inbox'" in str(caught.value)
+    assert str(path) in str(caught.value)
