@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pollerd.metrics import JOB_STATES, PLUGIN_STATES, Metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def series_with(metrics: Metrics, label: str, value: str) -> list[str]:
+    return [
+        s.name
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.labels.get(label) == value and not s.name.endswith("_created")
+    ]
+
+
+def test_a_finished_tick_is_counted_by_job_kind_and_outcome() -> None:
+    metrics = Metrics()
+    metrics.tick_finished("feeds", "rss", "ok", 0.2, 0.01)
+    metrics.tick_finished("feeds", "rss", "ok", 0.3, None)
+    metrics.tick_finished("feeds", "rss", "timeout", 5.0, 0.0)
+
+    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") == 2
+    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="timeout") == 1
+    assert sample(metrics, "pollerd_tick_duration_seconds_count", kind="rss") == 3
+    assert sample(metrics, "pollerd_schedule_lateness_seconds_count", kind="rss") == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.tick_finished("j", "k", "boom: connection reset", 1.0), "tick outcome"),
+        (lambda m: m.slot_skipped("j", "because"), "skip reason"),
+        (lambda m: m.plugin_state("p", "dancing", 0), "plugin state"),
+        (lambda m: m.jobs_by_state({"sleeping": 1}), "job state"),
+    ],
+)
+def test_label_values_outside_the_closed_sets_are_refused(
+    call: Callable[[Metrics], object], message: str
+) -> None:
+    metrics = Metrics()
+    with pytest.raises(ValueError) as info:
+        call(metrics)
+
+    assert message in str(info.value)
+
+
+def test_skipped_slots_and_job_health_are_labelled_by_job() -> None:
+    metrics = Metrics()
+    metrics.slot_skipped("feeds", "overlap")
+    metrics.slot_skipped("feeds", "catchup_dropped", count=4)
+    metrics.slot_skipped("feeds", "paused", count=0)
+    metrics.job_health("feeds", consecutive_errors=3, breaker_open=True)
+
+    assert sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="overlap") == 1
+    assert (
+        sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="catchup_dropped") == 4
+    )
+    assert sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="paused") is None
+    assert sample(metrics, "pollerd_consecutive_errors", job="feeds") == 3
+    assert sample(metrics, "pollerd_breaker_open", job="feeds") == 1
+
+
+def test_forget_job_removes_only_that_jobs_series() -> None:
+    metrics = Metrics()
+    for job in ("gone", "kept"):
+        metrics.tick_finished(job, "rss", "ok", 0.1, 0.0)
+        metrics.slot_skipped(job, "overlap")
+        metrics.job_health(job, consecutive_errors=0, breaker_open=False)
+
+    metrics.forget_job("gone")
+
+    assert series_with(metrics, "job", "gone") == []
+    assert sorted(series_with(metrics, "job", "kept")) == [
+        "pollerd_breaker_open",
+        "pollerd_consecutive_errors",
+        "pollerd_slots_skipped_total",
+        "pollerd_ticks_total",
+    ]
+
+
+def test_a_job_re_added_after_forget_starts_from_zero() -> None:
+    metrics = Metrics()
+    metrics.tick_finished("feeds", "rss", "ok", 0.1)
+    metrics.forget_job("feeds")
+    metrics.tick_finished("feeds", "rss", "ok", 0.1)
+
+    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") == 1
+
+
+def test_plugin_state_is_one_series_per_state_with_only_the_current_one_set() -> None:
+    metrics = Metrics()
+    metrics.plugin_state("rss", "starting", restarts=0)
+    metrics.plugin_state("rss", "running", restarts=0)
+
+    values = {
+        state: sample(metrics, "pollerd_plugin_state", plugin="rss", state=state)
+        for state in PLUGIN_STATES
+    }
+    assert values == {state: (1.0 if state == "running" else 0.0) for state in PLUGIN_STATES}
+
+
+def test_plugin_restarts_follow_the_running_total_reported() -> None:
+    metrics = Metrics()
+    metrics.plugin_state("rss", "running", restarts=0)
+    metrics.plugin_state("rss", "backoff", restarts=2)
+    metrics.plugin_state("rss", "running", restarts=2)
+    metrics.plugin_state("rss", "running", restarts=3)
+
+    assert sample(metrics, "pollerd_plugin_restarts_total", plugin="rss") == 3
+
+
+def test_forget_plugin_removes_its_series() -> None:
+    metrics = Metrics()
+    metrics.plugin_state("rss", "failed", restarts=5)
+    metrics.forget_plugin("rss")
+
+    assert series_with(metrics, "plugin", "rss") == []
+
+
+def test_jobs_by_state_sets_missing_states_to_zero() -> None:
+    metrics = Metrics()
+    metrics.jobs_by_state({"active": 4, "paused": 1})
+    metrics.jobs_by_state({"active": 5})
+
+    values = {state: sample(metrics, "pollerd_jobs", state=state) for state in JOB_STATES}
+    assert values == {"active": 5, "paused": 0, "broken": 0, "disabled": 0}
+
+
+def test_events_and_reloads_are_counted() -> None:
+    metrics = Metrics()
+    metrics.events_published("rss", 3)
+    metrics.events_published("rss", 0)
+    metrics.config_reloaded(ok=True)
+    metrics.config_reloaded(ok=False)
+    metrics.config_reloaded(ok=False)
+
+    assert sample(metrics, "pollerd_events_published_total", kind="rss") == 3
+    assert sample(metrics, "pollerd_config_reloads_total", result="ok") == 1
+    assert sample(metrics, "pollerd_config_reloads_total", result="invalid") == 2
+
+
+def test_two_instances_do_not_share_a_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.tick_finished("feeds", "rss", "ok", 0.1)
+
+    assert sample(second, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") is None
+
+
+def test_render_is_parseable_prometheus_text_with_every_family() -> None:
+    metrics = Metrics()
+    metrics.tick_finished("feeds", "rss", "ok", 0.1, 0.5)
+    metrics.slot_skipped("feeds", "overlap")
+    metrics.job_health("feeds", 0, False)
+    metrics.plugin_state("rss", "running", 0)
+    metrics.events_published("rss", 1)
+    metrics.config_reloaded(ok=True)
+    metrics.jobs_by_state({"active": 1})
+
+    parsed = text_string_to_metric_families(metrics.render().decode())
+    families = {f.name for f in parsed if not f.name.endswith("_created")}
+
+    assert families == {
+        "pollerd_ticks",
+        "pollerd_tick_duration_seconds",
+        "pollerd_schedule_lateness_seconds",
+        "pollerd_slots_skipped",
+        "pollerd_consecutive_errors",
+        "pollerd_breaker_open",
+        "pollerd_plugin_state",
+        "pollerd_plugin_restarts",
+        "pollerd_events_published",
+        "pollerd_config_reloads",
+        "pollerd_jobs",
+    }
+    assert metrics.content_type.startswith("text/plain; version=0.0.4")
