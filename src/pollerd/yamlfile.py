@@ -1,0 +1,213 @@
+"""A YAML file read with ``${VAR}`` substitution and the source line of every key and item.
+
+Substitution happens on the text, before YAML parsing (DESIGN §3):
+
+- ``${NAME}`` is replaced by the variable's value; an unset variable is an error naming it and
+  its line.
+- ``${NAME:-default}`` uses ``default`` when the variable is unset or empty (as in the shell).
+- ``$${`` writes a literal ``${`` (``$${NAME}`` becomes the text ``${NAME}``).
+- Full-line comments are left alone, so a commented-out line may name an unset variable.
+
+The value is inserted as text: quote it in the YAML (``token: "${TOKEN}"``) when it may contain
+characters YAML treats specially. Line numbers always refer to the file as written, even when a
+value spans several lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pollerd.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Loc = tuple[str | int, ...]
+
+_REFERENCE = re.compile(r"\$(\$)?\{([^}\n]*)(\})?")
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """The parsed data, the line of every mapping key and sequence item, and per-node problems."""
+
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+    # Problems found while indexing (duplicate keys): (where, line, message).
+    problems: tuple[tuple[Loc, int, str], ...] = ()
+
+    def line_of(self, loc: Loc) -> int:
+        """The line of ``loc``, or of its nearest ancestor that has one (1 for the document)."""
+        for end in range(len(loc), 0, -1):
+            line = self.lines.get(loc[:end])
+            if line is not None:
+                return line
+        return 1
+
+
+def read_yaml(path: Path, environ: Mapping[str, str], source: str) -> YamlDocument:
+    """Read, substitute and parse ``path``; ``source`` is how messages name the file.
+
+    Raises ``ConfigError`` when the file cannot be read, names unset variables, or is not YAML.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: no such file; create it or pass another one with -c"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: the file is not UTF-8 text ({exc.reason})") from None
+    substituted, line_map = substitute_env(text, environ, source)
+    return parse_yaml(substituted, source, line_map)
+
+
+def substitute_env(text: str, environ: Mapping[str, str], source: str) -> tuple[str, list[int]]:
+    """Replace variable references; return the text and, per output line, its line in ``text``.
+
+    Raises ``ConfigError`` listing every unset variable and malformed reference.
+    """
+    problems: list[str] = []
+    out: list[str] = []
+    line_map: list[int] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if "$" in line and not line.lstrip().startswith("#"):
+            line = _substitute_line(line, number, environ, source, problems)
+        out.append(line)
+        line_map.extend([number] * (line.count("\n") + 1))
+    if problems:
+        raise ConfigError(problems)
+    return "\n".join(out), line_map
+
+
+def _substitute_line(
+    line: str, number: int, environ: Mapping[str, str], source: str, problems: list[str]
+) -> str:
+    def replace(match: re.Match[str]) -> str:
+        escaped, inner, closed = match.groups()
+        if escaped:
+            return match.group(0)[1:]
+        if not closed:
+            problems.append(
+                f"{source}:{number}: '${{' without a closing '}}'; write $${{ for a '$'"
+            )
+            return match.group(0)
+        variable = _VARIABLE.fullmatch(inner)
+        if variable is None:
+            problems.append(
+                f"{source}:{number}: invalid reference '${{{inner}}}': "
+                "expected ${NAME} or ${NAME:-default}"
+            )
+            return match.group(0)
+        name, default = variable.groups()
+        value = environ.get(name)
+        if default is not None:
+            return value if value else default
+        if value is None:
+            problems.append(
+                f"{source}:{number}: environment variable {name!r} is not set; "
+                f"set it or write ${{{name}:-default}}"
+            )
+            return match.group(0)
+        return value
+
+    return _REFERENCE.sub(replace, line)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps an impossible timestamp (2025-13-01) as a string for the validator."""
+
+    def construct_lenient_timestamp(self, node: Node) -> Any:
+        try:
+            return SafeConstructor.construct_yaml_timestamp(self, node)  # type: ignore[arg-type]
+        except ValueError:
+            return self.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_constructor(_TIMESTAMP_TAG, _Loader.construct_lenient_timestamp)
+
+
+def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> YamlDocument:
+    """Parse one YAML document and index its lines. Raises ``ConfigError`` on malformed YAML."""
+    lines = line_map or []
+
+    def original(line: int) -> int:
+        return lines[line - 1] if 0 < line <= len(lines) else line
+
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        index = _LineIndex(original)
+        if node is not None:
+            index.visit(node, ())
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = original(mark.line + 1) if mark is not None else 1
+        what = ", ".join(part for part in (exc.problem, exc.context) if part)
+        raise ConfigError(f"{source}:{line}: malformed YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}:1: malformed YAML: {exc}") from None
+    except _RecursiveAliasError as exc:
+        raise ConfigError(f"{source}:{exc.line}: a YAML alias refers to itself") from None
+    finally:
+        loader.dispose()
+    return YamlDocument(data, index.lines, tuple(index.problems))
+
+
+class _RecursiveAliasError(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+        super().__init__(line)
+
+
+class _LineIndex:
+    """Walks the node graph before construction and records the line of each key and item."""
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+        self._on_path: set[int] = set()
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[tuple[Loc, int, str]] = []
+
+    def visit(self, node: Node, loc: Loc) -> None:
+        if isinstance(node, ScalarNode):
+            return
+        if id(node) in self._on_path:
+            raise _RecursiveAliasError(self._original(node.start_mark.line + 1))
+        self._on_path.add(id(node))
+        if isinstance(node, MappingNode):
+            self._visit_mapping(node, loc)
+        elif isinstance(node, SequenceNode):
+            for position, item in enumerate(node.value):
+                self.lines[(*loc, position)] = self._original(item.start_mark.line + 1)
+                self.visit(item, (*loc, position))
+        self._on_path.discard(id(node))
+
+    def _visit_mapping(self, node: MappingNode, loc: Loc) -> None:
+        first_seen: dict[str, int] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG or not isinstance(key, ScalarNode):
+                continue  # merged keys keep the lines of their anchor
+            line = self._original(key.start_mark.line + 1)
+            name = str(key.value)
+            if name in first_seen:
+                message = f"duplicate key {name!r} (first set at line {first_seen[name]})"
+                self.problems.append(((*loc, name), line, message))
+            else:
+                first_seen[name] = line
+                self.lines[(*loc, name)] = line
+            self.visit(value, (*loc, name))
