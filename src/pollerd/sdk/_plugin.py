@@ -1,0 +1,276 @@
+"""The plugin object: registers poller handlers and turns one request frame into one reply frame.
+
+Standard library and ``pollerd.wire`` only, and no ``asyncio`` or ``logging`` at import time: a
+one-shot plugin whose handler is a plain ``def`` never pays for them (about 50 ms per tick).
+Unexpected handler failures are written to stderr directly for the same reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pollerd import wire
+from pollerd.sdk._tick import (
+    BadRequestError,
+    Tick,
+    TickError,
+    check_result,
+    parse_request,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["Plugin"]
+
+DEFAULT_MAX_CONCURRENCY = 64
+KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+UNNAMED_PLUGIN = "unnamed"
+ENV_MODE = "POLLERD_MODE"
+ENV_PLUGIN_ID = "POLLERD_PLUGIN_ID"
+ENV_NATS_URL = "POLLERD_NATS_URL"
+MODE_EPHEMERAL = "ephemeral"
+MODE_LONG_LIVED = "long_lived"
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A request that parsed and found its handler."""
+
+    request_id: str
+    tick: Tick
+    handler: Callable[[Tick], Any]
+    is_async: bool
+
+
+class Plugin:
+    """A plugin: handlers by kind, and ``run()`` to serve them in the mode pollerd asks for.
+
+    ::
+
+        plugin = Plugin("files")
+
+        @plugin.poller("dir_watch")
+        def watch(tick: Tick) -> TickResult: ...
+
+        if __name__ == "__main__":
+            plugin.run()
+    """
+
+    def __init__(
+        self, plugin_id: str | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self._id = plugin_id
+        self.max_concurrency = max_concurrency
+        self._handlers: dict[str, Callable[[Tick], Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def plugin_id(self) -> str:
+        """The id given at construction, else ``POLLERD_PLUGIN_ID`` once ``run()`` has read it."""
+        return self._id or UNNAMED_PLUGIN
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
+
+    def poller(self, *kinds: str) -> Callable[[H], H]:
+        """Register the decorated function as the handler of ``kinds`` (sync or ``async def``)."""
+        if not kinds:
+            raise ValueError("poller() needs at least one kind")
+        for kind in kinds:
+            if not KIND_PATTERN.match(kind):
+                raise ValueError(f"poller kind {kind!r} must match {KIND_PATTERN.pattern}")
+            if kind in self._handlers:
+                raise ValueError(f"poller kind {kind!r} already has a handler")
+
+        def register(handler: H) -> H:
+            for kind in kinds:
+                self._handlers[kind] = handler
+            return handler
+
+        return register
+
+    async def handle(self, frame: bytes) -> bytes:
+        """Answer one request frame with one reply frame (newline-terminated). Never raises.
+
+        Sync handlers run in a pool of ``max_concurrency`` threads, so they do not block the loop
+        or each other. Cancellation propagates: a cancelled tick has no reply.
+        """
+        try:
+            call = self._prepare(frame)
+            if isinstance(call, bytes):
+                return call
+            return await self._answer(call)
+        except Exception as exc:  # pragma: no cover - a bug in the SDK itself
+            return _sdk_failure(exc)
+
+    def _handle_blocking(self, frame: bytes) -> bytes:
+        """``handle()`` for a one-shot process: a sync handler runs inline, with no event loop."""
+        try:
+            call = self._prepare(frame)
+            if isinstance(call, bytes):
+                return call
+            if call.is_async:
+                import asyncio
+
+                return asyncio.run(self._answer(call))
+            try:
+                result = call.handler(call.tick)
+            except Exception as exc:
+                return self._failure(call, exc)
+            return self._success(call, result)
+        except Exception as exc:  # pragma: no cover - a bug in the SDK itself
+            return _sdk_failure(exc)
+
+    async def _answer(self, call: _Call) -> bytes:
+        try:
+            if call.is_async:
+                result = await call.handler(call.tick)
+            else:
+                result = await self._in_thread(call)
+        except Exception as exc:
+            return self._failure(call, exc)
+        return self._success(call, result)
+
+    def run(
+        self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> None:
+        """Serve in the mode pollerd set: ``ephemeral`` (one tick over stdio) or ``long_lived``.
+
+        Without ``POLLERD_MODE`` the mode is ``long_lived`` when ``POLLERD_NATS_URL`` is set, else
+        ``ephemeral``. ``argv`` is reserved: the SDK reads no command-line options today.
+        """
+        del argv
+        env: Mapping[str, str]
+        if environ is None:
+            import os
+
+            env = os.environ
+        else:
+            env = environ
+        if self._id is None:
+            self._id = env.get(ENV_PLUGIN_ID) or None
+        if not self._handlers:
+            raise SystemExit(
+                f"plugin {self.plugin_id!r} registers no poller: decorate a handler with "
+                "@plugin.poller('<kind>') before calling run()"
+            )
+        mode = env.get(ENV_MODE) or (MODE_LONG_LIVED if env.get(ENV_NATS_URL) else MODE_EPHEMERAL)
+        if mode == MODE_EPHEMERAL:
+            from pollerd.sdk._stdio import serve_once
+
+            serve_once(self, sys.stdin.buffer, sys.stdout)
+        elif mode == MODE_LONG_LIVED:
+            _run_service(self, env)
+        else:
+            raise SystemExit(
+                f"plugin {self.plugin_id!r}: unknown POLLERD_MODE {mode!r}; expected 'ephemeral' "
+                "or 'long_lived'"
+            )
+
+    def _prepare(self, frame: bytes | str) -> _Call | bytes:
+        """The call to make, or the error reply frame for a request that cannot be served."""
+        try:
+            message = json.loads(frame)
+        except ValueError as exc:
+            return wire.encode_error(None, wire.CODE_PARSE_ERROR, f"request is not JSON: {exc}")
+        request_id = message.get("id") if isinstance(message, dict) else None
+        if not isinstance(request_id, str):
+            request_id = None
+        try:
+            tick = parse_request(message)
+        except BadRequestError as exc:
+            return wire.encode_error(request_id, exc.code, f"plugin {self.plugin_id!r}: {exc}")
+        handler = self._handlers.get(tick.kind)
+        if handler is None:
+            served = ", ".join(self._handlers) or "none"
+            message_text = (
+                f"plugin {self.plugin_id!r} does not serve kind {tick.kind!r} (it serves: {served})"
+            )
+            return wire.encode_error(request_id, wire.CODE_CONFIG, message_text)
+        return _Call(
+            request_id=request_id or tick.tick_id,
+            tick=tick,
+            handler=handler,
+            is_async=inspect.iscoroutinefunction(handler),
+        )
+
+    def _failure(self, call: _Call, exc: Exception) -> bytes:
+        if isinstance(exc, TickError):
+            return wire.encode_error(call.request_id, exc.code, str(exc) or type(exc).__name__)
+        _print_traceback(
+            f"plugin {self.plugin_id!r}: handler for kind {call.tick.kind!r} failed on job "
+            f"{call.tick.job_id!r}",
+            exc,
+        )
+        return wire.encode_error(
+            call.request_id, wire.CODE_TRANSIENT, f"{type(exc).__name__}: {exc}"
+        )
+
+    def _success(self, call: _Call, result: object) -> bytes:
+        try:
+            reply = check_result(result)
+            frame = wire.encode_result(call.request_id, reply)
+        except (TypeError, ValueError) as exc:
+            message = f"handler for kind {call.tick.kind!r} returned an invalid result: {exc}"
+            _print_traceback(f"plugin {self.plugin_id!r}: {message}", None)
+            return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
+        if len(frame) > wire.MAX_REPLY_BYTES:
+            message = (
+                f"handler for kind {call.tick.kind!r} built a {len(frame)}-byte reply, over the "
+                f"{wire.MAX_REPLY_BYTES}-byte cap: report fewer events per tick"
+            )
+            return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
+        return frame
+
+    async def _in_thread(self, call: _Call) -> object:
+        import asyncio
+
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.max_concurrency, thread_name_prefix=f"plugin-{self.plugin_id}"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call.handler, call.tick)
+
+
+def _print_traceback(headline: str, exc: BaseException | None) -> None:
+    print(headline, file=sys.stderr)
+    if exc is not None:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _sdk_failure(exc: Exception) -> bytes:  # pragma: no cover - a bug in the SDK itself
+    _print_traceback("pollerd.sdk failed to build a reply", exc)
+    return wire.encode_error(None, wire.CODE_TRANSIENT, f"{type(exc).__name__}: {exc}")
+
+
+def _run_service(plugin: Plugin, environ: Mapping[str, str]) -> None:
+    try:
+        from pollerd.sdk._service import serve
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("pollerd.sdk._service", "nats", "nats.micro"):
+            raise
+        raise SystemExit(
+            f"plugin {plugin.plugin_id!r}: long_lived mode needs the SDK's NATS service "
+            f"(pollerd.sdk._service and nats-py), which is not available here: {exc}. "
+            "Install pollerd with its dependencies, or declare the plugin 'ephemeral'."
+        ) from None
+    import asyncio
+
+    asyncio.run(serve(plugin, environ))
