@@ -1,0 +1,427 @@
+"""Serve a plugin as a long-lived NATS micro service (``POLLERD_MODE=long_lived``, DESIGN §5).
+
+``Plugin.run()`` imports this module only in long-lived mode, so one-shot plugins never import nats.
+
+Environment (pollerd sets it for the plugins it supervises; set it yourself for an external one):
+
+    POLLERD_NATS_URL        required, e.g. nats://127.0.0.1:4222
+    POLLERD_NATS_TOKEN      optional auth token
+    POLLERD_NATS_USER       optional user, with POLLERD_NATS_PASSWORD
+    POLLERD_NATS_PASSWORD
+    POLLERD_NATS_CREDS      optional path to a .creds file (needs the nkeys package)
+    POLLERD_SUBJECT_PREFIX  ticks are served on <prefix>.tick; default pollerd.plugins.<plugin id>
+    POLLERD_PLUGIN_VERSION  semantic version shown by $SRV.INFO; default 0.0.0
+    POLLERD_PARENT_PID      exit when this process is gone; unset: the parent at start (unless
+                            that is pid 1); 0: never (a detached external plugin)
+
+The service is named after the plugin id (characters outside ``[A-Za-z0-9_-]`` become ``_``), has
+one endpoint ``tick`` on ``<prefix>.tick`` in queue group ``pollerd`` (replicas share the load), and
+its ``$SRV.INFO`` metadata carries ``plugin``, ``kinds`` (comma-separated) and ``protocol``.
+
+A subscription runs its callbacks one at a time (DESIGN §11), so every request is handled in a task
+of its own, at most ``plugin.max_concurrency`` at once. On SIGTERM or SIGINT, or when the watched
+parent is gone, the service stops taking requests (requests already delivered but not yet started
+are dropped: pollerd sees a timeout), lets in-flight ticks finish for up to ``DRAIN_GRACE_S``,
+drains the connection and returns (the process exits 0).
+
+The parent is polled every ``PARENT_POLL_S``: a direct parent through ``os.getppid()`` (robust to
+zombies and pid reuse), any other pid through ``kill(pid, 0)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsClientError
+from nats.errors import MaxPayloadError
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from pollerd import natsconn, wire
+from pollerd.errors import NatsError
+from pollerd.transports.nats import TICK_ENDPOINT, tick_subject
+
+__all__ = ["ServedPlugin", "ServiceSettings", "TickService", "serve"]
+
+logger = logging.getLogger(__name__)
+
+ENV_NATS_URL = "POLLERD_NATS_URL"
+ENV_NATS_TOKEN = "POLLERD_NATS_TOKEN"
+ENV_NATS_USER = "POLLERD_NATS_USER"
+ENV_NATS_PASSWORD = "POLLERD_NATS_PASSWORD"
+ENV_NATS_CREDS = "POLLERD_NATS_CREDS"
+ENV_SUBJECT_PREFIX = "POLLERD_SUBJECT_PREFIX"
+ENV_PLUGIN_VERSION = "POLLERD_PLUGIN_VERSION"
+ENV_PARENT_PID = "POLLERD_PARENT_PID"
+
+QUEUE_GROUP = "pollerd"
+DEFAULT_VERSION = "0.0.0"
+DEFAULT_PREFIX_ROOT = "pollerd.plugins"
+INIT_PID = 1
+DRAIN_GRACE_S = 10.0
+PARENT_POLL_S = 0.5
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+_NOT_A_NAME_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+
+
+class ServedPlugin(Protocol):
+    """What the service needs from ``pollerd.sdk.Plugin``."""
+
+    @property
+    def plugin_id(self) -> str: ...
+
+    @property
+    def kinds(self) -> tuple[str, ...]: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    async def handle(self, frame: bytes) -> bytes: ...
+
+
+def service_name(plugin_id: str) -> str:
+    """A micro service name (``[A-Za-z0-9_-]+``) for a plugin id."""
+    return _NOT_A_NAME_CHAR.sub("_", plugin_id) or "plugin"
+
+
+def watched_parent(environ: Mapping[str, str], ppid: int) -> int | None:
+    """The parent pid whose death ends the service, or None to never watch."""
+    raw = environ.get(ENV_PARENT_PID, "").strip()
+    if not raw:
+        return None if ppid == INIT_PID else ppid
+    try:
+        pid = int(raw)
+    except ValueError:
+        raise NatsError(f"{ENV_PARENT_PID} must be a process id or 0, got {raw!r}") from None
+    return pid if pid > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """The service's settings, read from the environment once at start."""
+
+    nats_url: str
+    subject_prefix: str
+    version: str = DEFAULT_VERSION
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    creds: str | None = None
+    parent_pid: int | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, plugin_id: str, ppid: int) -> Self:
+        url = environ.get(ENV_NATS_URL, "").strip()
+        if not url:
+            raise NatsError(
+                f"plugin {plugin_id!r} cannot serve ticks: {ENV_NATS_URL} is not set "
+                "(pollerd sets it for the plugins it starts; set it for an external plugin)"
+            )
+        version = environ.get(ENV_PLUGIN_VERSION, "").strip() or DEFAULT_VERSION
+        if not _SEMVER.match(version):
+            logger.warning(
+                "plugin %s: %s=%r is not a semantic version; using %s",
+                plugin_id,
+                ENV_PLUGIN_VERSION,
+                version,
+                DEFAULT_VERSION,
+            )
+            version = DEFAULT_VERSION
+        return cls(
+            nats_url=url,
+            subject_prefix=environ.get(ENV_SUBJECT_PREFIX, "").strip()
+            or f"{DEFAULT_PREFIX_ROOT}.{plugin_id}",
+            version=version,
+            token=environ.get(ENV_NATS_TOKEN) or None,
+            user=environ.get(ENV_NATS_USER) or None,
+            password=environ.get(ENV_NATS_PASSWORD) or None,
+            creds=environ.get(ENV_NATS_CREDS) or None,
+            parent_pid=watched_parent(environ, ppid),
+        )
+
+
+def _job_id_of(frame: bytes) -> str:
+    """The job id of a request frame, for log lines (``?`` when the frame has none)."""
+    try:
+        params = json.loads(frame).get("params") or {}
+        return str(params.get("job_id", "?"))
+    except (ValueError, AttributeError):
+        return "?"
+
+
+def _tick_id_of(frame: bytes) -> str | None:
+    try:
+        tick_id = json.loads(frame).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return tick_id if isinstance(tick_id, str) else None
+
+
+class TickService:
+    """The micro service of one plugin on a connection, as an async context manager.
+
+    Leaving the context stops it: no new requests, in-flight ticks get ``drain_grace_s`` to finish,
+    the rest are cancelled unanswered. The connection stays open (it belongs to the caller).
+    """
+
+    def __init__(
+        self,
+        plugin: ServedPlugin,
+        nc: Client,
+        *,
+        subject_prefix: str,
+        version: str = DEFAULT_VERSION,
+        drain_grace_s: float = DRAIN_GRACE_S,
+    ) -> None:
+        self._plugin = plugin
+        self._nc = nc
+        self.plugin_id = plugin.plugin_id
+        self.subject = tick_subject(subject_prefix)
+        self._version = version
+        self._drain_grace_s = drain_grace_s
+        self._slots = asyncio.Semaphore(max(1, plugin.max_concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._service: Service | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            service = await add_service(
+                self._nc,
+                name=service_name(self.plugin_id),
+                version=self._version,
+                description=f"pollerd plugin {self.plugin_id}",
+                metadata={
+                    "plugin": self.plugin_id,
+                    "kinds": ",".join(self._plugin.kinds),
+                    "protocol": str(wire.PROTOCOL),
+                },
+            )
+            self._service = service
+            await service.add_endpoint(
+                name=TICK_ENDPOINT,
+                subject=self.subject,
+                queue_group=QUEUE_GROUP,
+                handler=self._on_request,
+            )
+            await self._nc.flush()
+        except (NatsClientError, OSError, TimeoutError) as exc:
+            await self.stop()
+            raise NatsError(
+                f"plugin {self.plugin_id!r} cannot serve {self.subject}: "
+                f"{natsconn.describe_error(exc)}"
+            ) from exc
+        logger.info(
+            "plugin %s serving %s for kinds %s (queue group %s)",
+            self.plugin_id,
+            self.subject,
+            ",".join(self._plugin.kinds),
+            QUEUE_GROUP,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def _on_request(self, request: Request) -> None:
+        """The endpoint callback: wait for a free slot, then answer in a task of its own."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._answer(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, request: Request) -> None:
+        frame = request.data
+        try:
+            try:
+                reply = await self._plugin.handle(frame)
+            except Exception as exc:  # the SDK's handle never raises; a stand-in might
+                logger.exception(
+                    "tick job_id=%s plugin=%s: the handler raised",
+                    _job_id_of(frame),
+                    self.plugin_id,
+                )
+                reply = wire.encode_error(
+                    _tick_id_of(frame), wire.CODE_TRANSIENT, f"plugin failed: {exc!r}"
+                )
+            await self._respond(request, frame, reply)
+        finally:
+            self._slots.release()
+
+    async def _respond(self, request: Request, frame: bytes, reply: bytes) -> None:
+        try:
+            try:
+                await request.respond(reply)
+            except MaxPayloadError:
+                await request.respond(
+                    wire.encode_error(
+                        _tick_id_of(frame),
+                        wire.CODE_TRANSIENT,
+                        f"the reply is {len(reply)} bytes, over the NATS server's max_payload",
+                    )
+                )
+        except (NatsClientError, OSError, ValueError) as exc:
+            logger.warning(
+                "tick job_id=%s plugin=%s: cannot send the reply: %s",
+                _job_id_of(frame),
+                self.plugin_id,
+                natsconn.describe_error(exc),
+            )
+
+    async def stop(self) -> None:
+        """Stop taking requests; give in-flight ticks the grace period; cancel what is left."""
+        service, self._service = self._service, None
+        if service is not None:
+            try:
+                await service.stop()
+            except (NatsClientError, OSError) as exc:
+                logger.warning(
+                    "plugin %s: cannot unsubscribe cleanly: %s",
+                    self.plugin_id,
+                    natsconn.describe_error(exc),
+                )
+        if not self._tasks:
+            return
+        logger.info(
+            "plugin %s: waiting up to %gs for %d in-flight ticks",
+            self.plugin_id,
+            self._drain_grace_s,
+            len(self._tasks),
+        )
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self._drain_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning(
+                "plugin %s: cancelled %d ticks still running after %gs",
+                self.plugin_id,
+                len(pending),
+                self._drain_grace_s,
+            )
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _process_alive(pid: int, *, direct: bool) -> bool:
+    """Whether ``pid`` still runs; for our direct parent, whether it is still our parent."""
+    if direct:
+        return os.getppid() == pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+class _StopTrigger:
+    """Resolves on SIGTERM/SIGINT or when the watched parent process is gone."""
+
+    def __init__(self, parent_pid: int | None, poll_s: float) -> None:
+        self._parent_pid = parent_pid
+        self._poll_s = poll_s
+        self._reasons: asyncio.Queue[str] = asyncio.Queue()
+        self._signals: list[signal.Signals] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._reasons.put_nowait, f"got {signum.name}")
+            self._signals.append(signum)
+        if self._parent_pid is not None:
+            self._watcher = asyncio.create_task(self._watch_parent(self._parent_pid))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self._signals:
+            loop.remove_signal_handler(signum)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    async def _watch_parent(self, parent_pid: int) -> None:
+        direct = os.getppid() == parent_pid
+        # No event tells that a process died (pidfd is Linux-only): poll.
+        while _process_alive(parent_pid, direct=direct):  # noqa: ASYNC110
+            await asyncio.sleep(self._poll_s)
+        self._reasons.put_nowait(f"parent process {parent_pid} is gone")
+
+    async def wait(self) -> str:
+        return await self._reasons.get()
+
+
+async def serve(
+    plugin: ServedPlugin,
+    environ: Mapping[str, str],
+    *,
+    drain_grace_s: float = DRAIN_GRACE_S,
+    parent_poll_s: float = PARENT_POLL_S,
+) -> None:
+    """Serve ``plugin`` until SIGTERM/SIGINT or the parent's death. Raises ``NatsError``.
+
+    Logs go to stderr (which pollerd forwards to its own log) unless logging is already set up.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    settings = ServiceSettings.from_environ(environ, plugin_id=plugin.plugin_id, ppid=os.getppid())
+    async with _StopTrigger(settings.parent_pid, parent_poll_s) as stop:
+        nc = await natsconn.connect(
+            settings.nats_url,
+            name=f"pollerd-plugin-{plugin.plugin_id}",
+            token=settings.token,
+            user=settings.user,
+            password=settings.password,
+            creds=settings.creds,
+        )
+        try:
+            async with TickService(
+                plugin,
+                nc,
+                subject_prefix=settings.subject_prefix,
+                version=settings.version,
+                drain_grace_s=drain_grace_s,
+            ):
+                reason = await stop.wait()
+                logger.info("plugin %s stopping: %s", plugin.plugin_id, reason)
+        finally:
+            await _drain(nc, plugin.plugin_id)
+    logger.info("plugin %s stopped", plugin.plugin_id)
+
+
+async def _drain(nc: Client, plugin_id: str) -> None:
+    """Flush the last replies and close; fall back to a plain close."""
+    try:
+        await nc.drain()
+    except (NatsClientError, OSError, TimeoutError) as exc:
+        logger.warning("plugin %s: NATS drain failed: %s", plugin_id, natsconn.describe_error(exc))
+        await nc.close()
