@@ -1,0 +1,208 @@
+"""One process of a supervised plugin: its command line, its environment, its output, its end.
+
+The plugin leads a session of its own (its pid is its process group id), so stopping it reaches
+every process it started: SIGTERM to the group, a grace period, then SIGKILL to the group, and the
+plugin is always reaped. Its stdout and stderr go line by line to the ``pollerd.plugin`` logger and
+the last stderr lines are kept for the reason of a crash. When ``setpriv`` (util-linux) is on the
+PATH the plugin also gets a parent-death signal, so it ends with pollerd even when pollerd itself
+is SIGKILLed; the SDK watches its parent as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Self
+
+from pollerd import wire
+from pollerd.errors import SupervisorError
+from pollerd.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+plugin_logger = logging.getLogger("pollerd.plugin")
+
+MODE_LONG_LIVED = "long_lived"
+PYTHON_COMMAND = "python"
+PDEATHSIG_TOOL = "setpriv"
+PDEATHSIG_SIGNAL = "TERM"
+STDERR_TAIL_LINES = 10
+PIPE_EOF_WAIT_S = 1.0
+KILL_WAIT_S = 5.0
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3`` or ``killed by SIGKILL`` for a subprocess return code."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+def plugin_environment(
+    manifest: Manifest,
+    *,
+    environ: Mapping[str, str],
+    nats_url: str,
+    nats_env: Mapping[str, str],
+    extra_env: Mapping[str, str],
+    parent_pid: int,
+) -> dict[str, str]:
+    """The whole environment of a supervised plugin.
+
+    The manifest's allow-list taken from ``environ``, then ``extra_env`` and ``nats_env``, then
+    pollerd's own variables, which nothing overrides. Nothing else is inherited.
+    """
+    allowed = manifest.entrypoint.env if manifest.entrypoint is not None else ()
+    env = {name: environ[name] for name in allowed if name in environ}
+    env.update(extra_env)
+    env.update(nats_env)
+    env.update(
+        {
+            "POLLERD_PROTOCOL": str(wire.PROTOCOL),
+            "POLLERD_MODE": MODE_LONG_LIVED,
+            "POLLERD_PLUGIN_ID": manifest.id,
+            "POLLERD_PLUGIN_VERSION": manifest.version,
+            "POLLERD_SUBJECT_PREFIX": manifest.subject_prefix,
+            "POLLERD_NATS_URL": nats_url,
+            "POLLERD_PARENT_PID": str(parent_pid),
+        }
+    )
+    return env
+
+
+def plugin_command(manifest: Manifest, *, python: str, search_path: str | None) -> list[str]:
+    """The argv of a plugin; ``SupervisorError`` when its command is not an executable file.
+
+    ``python`` stands for the interpreter running pollerd; a command with a slash is relative to
+    the plugin folder; a bare name is looked up on ``search_path`` (pollerd's PATH).
+    """
+    entrypoint = manifest.entrypoint
+    if entrypoint is None:
+        raise SupervisorError(f"plugin {manifest.id!r} has no entrypoint to start")
+    command = entrypoint.command
+    if command == PYTHON_COMMAND:
+        program: str | None = python
+    elif os.sep in command:
+        candidate = manifest.folder / command
+        program = str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
+    else:
+        program = shutil.which(command, path=search_path)
+    if program is None:
+        raise SupervisorError(
+            f"plugin {manifest.id!r}: entrypoint command {command!r} is not an executable file "
+            f"(looked in {manifest.folder} and on PATH): fix [plugin.entrypoint] in {manifest.path}"
+        )
+    return [program, *entrypoint.args]
+
+
+def with_parent_death_signal(argv: list[str], search_path: str | None) -> list[str]:
+    """``argv`` run through ``setpriv --pdeathsig`` when the tool exists (Linux), else as is."""
+    tool = shutil.which(PDEATHSIG_TOOL, path=search_path) if sys.platform == "linux" else None
+    return [tool, "--pdeathsig", PDEATHSIG_SIGNAL, "--", *argv] if tool else argv
+
+
+async def _drain(
+    stream: asyncio.StreamReader | None, plugin_id: str, tail: deque[str] | None
+) -> None:
+    """Log every line of a pipe until EOF; keep the last ones in ``tail``."""
+    if stream is None:
+        return
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line over the reader's limit: asyncio discarded it
+            plugin_logger.warning("plugin=%s: (an over-long output line was dropped)", plugin_id)
+            continue
+        if not line:
+            return
+        text = line.decode("utf-8", "replace").rstrip()
+        plugin_logger.info("plugin=%s: %s", plugin_id, text)
+        if tail is not None:
+            tail.append(text)
+
+
+class PluginProcess:
+    """A started plugin with the tasks that reap it and drain its pipes; ``stop()`` ends them all.
+
+    ``exited`` is the task that resolves to the return code when the process ends.
+    """
+
+    def __init__(self, plugin_id: str, process: asyncio.subprocess.Process) -> None:
+        self.plugin_id = plugin_id
+        self._process = process
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.exited = asyncio.create_task(process.wait(), name=f"pollerd-reap-{plugin_id}")
+        self._pipes = [
+            asyncio.create_task(
+                _drain(process.stdout, plugin_id, None), name=f"pollerd-stdout-{plugin_id}"
+            ),
+            asyncio.create_task(
+                _drain(process.stderr, plugin_id, self.stderr_tail),
+                name=f"pollerd-stderr-{plugin_id}",
+            ),
+        ]
+
+    @classmethod
+    async def spawn(
+        cls, plugin_id: str, argv: list[str], *, cwd: Path, env: Mapping[str, str]
+    ) -> Self:
+        """Start ``argv`` in a session of its own; ``OSError`` when it cannot be started."""
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return cls(plugin_id, process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def signal_group(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signum)
+
+    async def stop(self, grace_s: float) -> int:
+        """SIGTERM to the group, ``grace_s``, SIGKILL to the group; reap; finish the pipes.
+
+        Returns the return code. Also right after the process exited on its own: what it left
+        behind in its group is killed, and its last output is read.
+        """
+        try:
+            if not self.exited.done():
+                self.signal_group(signal.SIGTERM)
+                await asyncio.wait({self.exited}, timeout=grace_s)
+                if not self.exited.done():
+                    logger.warning(
+                        "plugin %s (pid %d) still runs %gs after SIGTERM: killing it",
+                        self.plugin_id,
+                        self.pid,
+                        grace_s,
+                    )
+            self.signal_group(signal.SIGKILL)
+            returncode = await self.exited
+            await asyncio.wait(self._pipes, timeout=PIPE_EOF_WAIT_S)
+        except asyncio.CancelledError:
+            self.signal_group(signal.SIGKILL)
+            await asyncio.wait({self.exited}, timeout=KILL_WAIT_S)
+            raise
+        finally:
+            for pipe in self._pipes:
+                pipe.cancel()
+            await asyncio.wait(self._pipes)
+        return returncode
