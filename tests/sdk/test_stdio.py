@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from pollerd import wire
+from pollerd.sdk import Plugin, Tick, TickResult
+from pollerd.sdk._stdio import serve_once
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "plugins"
 SCHEDULED = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -97,3 +103,38 @@ def test_an_unknown_mode_exits_non_zero_with_a_message() -> None:
     assert done.returncode == 1
     assert done.stdout == b""
     assert b"unknown POLLERD_MODE 'batch'" in done.stderr
+
+
+def test_without_real_descriptors_stray_prints_still_stay_out_of_the_reply(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plugin = Plugin("demo")
+    threads: list[int] = []
+
+    @plugin.poller("noisy")
+    def noisy(tick: Tick) -> TickResult:
+        threads.append(threading.get_ident())
+        print("stray")
+        return TickResult(next_cursor=b"x")
+
+    stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    serve_once(plugin, io.BytesIO(request("noisy")), stdout)
+
+    reply = stdout.buffer.getvalue()  # type: ignore[attr-defined]
+    assert wire.decode_reply(reply, tick_id=TICK_ID).next_cursor == b"x"
+    assert capsys.readouterr().err == "stray\n"
+    assert threads == [threading.get_ident()]  # one-shot mode runs a sync handler inline
+
+
+def test_one_shot_mode_runs_an_async_handler_in_an_event_loop() -> None:
+    plugin = Plugin("demo")
+
+    @plugin.poller("async_kind")
+    async def async_kind(tick: Tick) -> TickResult:
+        return TickResult(next_interval_secs=5)
+
+    stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    serve_once(plugin, io.BytesIO(request("async_kind")), stdout)
+
+    reply = stdout.buffer.getvalue()  # type: ignore[attr-defined]
+    assert wire.decode_reply(reply, tick_id=TICK_ID).next_interval_secs == 5.0

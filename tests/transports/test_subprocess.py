@@ -226,6 +226,13 @@ async def test_an_exit_without_a_reply_carries_the_exit_code_and_the_tail_of_std
     assert "crash line 2\n" not in message
 
 
+async def test_an_exit_by_signal_names_the_signal(make_transport: MakeTransport) -> None:
+    with pytest.raises(TransportError) as caught:
+        await make_transport("crash.py").send(tick(signal="SIGKILL"), TIMEOUT_S)
+
+    assert "'fixture' was killed by SIGKILL without a reply" in str(caught.value)
+
+
 async def test_a_reply_over_the_size_cap_is_refused(make_transport: MakeTransport) -> None:
     transport = make_transport("huge.py", max_reply_bytes=64 * 1024)
 
@@ -286,6 +293,18 @@ async def test_a_command_that_is_not_executable_makes_the_plugin_unavailable(
 
     assert "cannot run command './plugin.sh'" in str(caught.value)
     assert "Permission denied" in str(caught.value)
+
+
+async def test_a_missing_plugin_folder_makes_the_plugin_unavailable(
+    make_transport: MakeTransport, tmp_path: Path
+) -> None:
+    transport = make_transport("echo.py", cwd=tmp_path / "gone")
+
+    with pytest.raises(PluginUnavailableError) as caught:
+        await transport.send(tick(), TIMEOUT_S)
+
+    assert str(tmp_path / "gone") in str(caught.value)
+    assert "No such file or directory" in str(caught.value)
 
 
 async def test_a_relative_command_runs_from_the_plugin_folder(
