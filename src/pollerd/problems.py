@@ -14,6 +14,7 @@ Loc = tuple[str | int, ...]
 
 PREVIEW_CHARS = 60
 _QUOTE_HINT = "quote it (unquoted yes/no/on/off are booleans in YAML)"
+_MAPPING_TYPES = ("model_type", "model_attributes_type", "dict_type")
 _PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
@@ -48,6 +49,8 @@ def describe_error(
         for prefix in _PYDANTIC_PREFIXES:
             message = message.removeprefix(prefix)
         return message
+    if kind in _MAPPING_TYPES:
+        return f"must be a mapping, got {preview(error.get('input'))}"
     if kind == "string_type" and isinstance(error.get("input"), bool):
         return f"must be a string, got {error['input']}; {_QUOTE_HINT}"
     if message.startswith("Input should"):

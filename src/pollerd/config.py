@@ -1,0 +1,428 @@
+"""pollers.yaml: load, validate and resolve the service configuration (DESIGN §3).
+
+Every problem is reported as ``file:line: field.path: message``. Problems with the file as a whole
+(malformed YAML, version, top-level keys, ``defaults``) are fatal and raised together as one
+``ConfigError``; a problem inside one job only turns that job into a ``BrokenJob``.
+
+Forms accepted beyond the sample file:
+
+- ``nats: embedded`` or ``nats: nats://host:4222`` (a string is the ``url``); the mapping form takes
+  ``url``, ``token``, ``user`` + ``password``, ``creds`` (a path) and ``tls: {ca, cert, key}``.
+- ``http: 127.0.0.1:9180`` / ``http: off``, or ``http: {listen: 127.0.0.1:9180, token: ...}`` when a
+  token should guard the admin API. An empty token (``${POLLERD_ADMIN_TOKEN:-}``) means no token.
+- ``shutdown_grace`` (default 10s) and ``max_cursor_bytes`` (default 262144) at the top level.
+- ``defaults`` may set any job field except ``id``, ``kind``, ``schedule`` and ``config``; a job's
+  own value wins, and ``retry`` / ``breaker`` merge key by key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ValidationError
+
+from pollerd.config_models import SUPPORTED_VERSION, FileModel, JobModel
+from pollerd.errors import ConfigError
+from pollerd.problems import describe_error, format_loc, preview
+from pollerd.schedule import Schedule
+from pollerd.yamlfile import Loc, YamlDocument, read_yaml
+
+logger = logging.getLogger(__name__)
+
+NOT_IN_DEFAULTS = ("id", "kind", "schedule", "config")
+MERGED_PER_KEY = ("retry", "breaker")
+
+Overlap = Literal["skip", "buffer_one", "cancel_other"]
+Catchup = Literal["skip", "latest", "all"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    threshold: int = 5
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One valid job with its defaults applied."""
+
+    id: str
+    kind: str
+    schedule: Schedule
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    jitter_s: float = 0.0
+    tick_timeout_s: float | None = None  # None: the plugin manifest's tick_timeout
+    target: str = ""
+    paused: bool = False
+    enabled: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+    overlap: Overlap = "skip"
+    catchup: Catchup = "latest"
+    max_catchup: int = 10
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    # Where the job is written: its line, its position in `jobs`, and the line of each of its keys.
+    line: int = field(default=0, compare=False)
+    index: int = field(default=0, compare=False)
+    field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    config_hash: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config_hash", _job_hash(self))
+
+    def line_of(self, name: str) -> int:
+        """The line of the job's key ``name`` (the job's own line if the key came from defaults)."""
+        return self.field_lines.get(name, self.line)
+
+
+def _job_hash(job: JobConfig) -> str:
+    """A stable hash of everything that defines the job (not where it is written)."""
+    definition = {
+        "id": job.id,
+        "kind": job.kind,
+        "schedule": {"type": type(job.schedule).__name__, **asdict(job.schedule)},
+        "timezone": str(job.timezone),
+        "jitter_s": job.jitter_s,
+        "tick_timeout_s": job.tick_timeout_s,
+        "target": job.target,
+        "paused": job.paused,
+        "enabled": job.enabled,
+        "config": job.config,
+        "overlap": job.overlap,
+        "catchup": job.catchup,
+        "max_catchup": job.max_catchup,
+        "retry": asdict(job.retry),
+        "breaker": asdict(job.breaker),
+    }
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BrokenJob:
+    """A job that cannot run; ``reason`` names ``file:line: field: message`` for each problem."""
+
+    id: str | None
+    kind: str | None
+    line: int
+    reason: str
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    url: str = "embedded"  # "embedded", or nats:// / tls:// URLs (comma-separated for a cluster)
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9180
+    token: str | None = None  # required on every POST when set
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    path: Path  # absolute
+    version: int
+    nats: NatsConfig
+    store: str
+    state_dir: Path
+    plugin_dirs: tuple[Path, ...]
+    http: HttpConfig
+    jobs: tuple[JobConfig, ...]
+    broken: tuple[BrokenJob, ...]
+    shutdown_grace_s: float = 10.0
+    max_cursor_bytes: int = 262144
+    source: str = ""  # the path as given: how messages name the file
+
+    def where(self, line: int, loc: str) -> str:
+        """``file:line: loc`` for a message about this file."""
+        return f"{self.source or self.path}:{line}: {loc}"
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> ServiceConfig:
+    """Load ``path``. Raises ``ConfigError`` listing every fatal problem (and every job problem)."""
+    source = str(path)
+    document = read_yaml(path, environ, source)
+    return _ConfigReader(path, source, document).load()
+
+
+class _ConfigReader:
+    """One load of one file: collects fatal problems and broken jobs, then builds the config."""
+
+    def __init__(self, path: Path, source: str, document: YamlDocument) -> None:
+        self.path = Path(os.path.normpath(path.absolute()))
+        self.source = source
+        self.document = document
+        self.fatal: list[tuple[int, str]] = []
+
+    def load(self) -> ServiceConfig:
+        data = self.document.data
+        if not isinstance(data, dict):
+            shown = "the file is empty" if data is None else f"got {type(data).__name__}"
+            raise ConfigError(
+                f"{self.source}:1: expected a mapping with 'version: {SUPPORTED_VERSION}' "
+                f"and 'jobs'; {shown}"
+            )
+        for loc, line, message in self.document.problems:
+            if not (len(loc) > 2 and loc[0] == "jobs" and isinstance(loc[1], int)):
+                self.fatal.append((line, self._problem(line, loc, message)))
+        top = self._validate_top(data)
+        defaults = self._validate_defaults(data.get("defaults"))
+        raw_jobs = data.get("jobs")
+        jobs, broken = self._load_jobs(raw_jobs if isinstance(raw_jobs, list) else [], defaults)
+        if self.fatal or top is None:
+            job_problems = [(job.line, problem) for job in broken for problem in job.problems]
+            problems = sorted(self.fatal + job_problems, key=lambda item: item[0])
+            raise ConfigError([problem for _, problem in problems])
+        return self._build(top, jobs, broken)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _validate_top(self, data: dict[str, Any]) -> FileModel | None:
+        try:
+            return FileModel.model_validate(data)
+        except ValidationError as exc:
+            self.fatal.extend(self._errors(exc, (), FileModel, self.document.line_of))
+            return None
+
+    def _validate_defaults(self, raw: object) -> dict[str, Any]:
+        """Check ``defaults`` on its own (as a job would see it); return it, or {} if invalid."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            return {}  # FileModel reports the type
+        valid = True
+        for name in NOT_IN_DEFAULTS:
+            if name in raw:
+                line = self.document.line_of(("defaults", name))
+                message = "cannot be set in defaults; set it on each job"
+                self.fatal.append((line, self._problem(line, ("defaults", name), message)))
+                valid = False
+        probe = {**raw, "id": "defaults", "kind": "defaults", "schedule": {"every": 1}}
+        try:
+            JobModel.model_validate({k: v for k, v in probe.items() if k != "config"})
+        except ValidationError as exc:
+            self.fatal.extend(
+                self._errors(
+                    exc, ("defaults",), JobModel, self.document.line_of, skip=NOT_IN_DEFAULTS
+                )
+            )
+            valid = False
+        return raw if valid else {}
+
+    def _load_jobs(
+        self, raw_jobs: list[Any], defaults: dict[str, Any]
+    ) -> tuple[list[JobConfig], list[BrokenJob]]:
+        jobs: list[JobConfig] = []
+        broken: list[BrokenJob] = []
+        first_line: dict[str, int] = {}
+        for index, raw in enumerate(raw_jobs):
+            result = self._load_job(index, raw, defaults, first_line)
+            if isinstance(result, JobConfig):
+                jobs.append(result)
+            else:
+                broken.append(result)
+        return jobs, broken
+
+    def _load_job(
+        self, index: int, raw: object, defaults: dict[str, Any], first_line: dict[str, int]
+    ) -> JobConfig | BrokenJob:
+        loc: Loc = ("jobs", index)
+        line = self.document.line_of(loc)
+        if not isinstance(raw, dict):
+            message = f"a job must be a mapping with id, kind and schedule, got {preview(raw)}"
+            return _broken(None, None, line, [self._problem(line, loc, message)])
+        problems = [
+            (where_line, self._problem(where_line, where, message))
+            for where, where_line, message in self.document.problems
+            if where[:2] == loc
+        ]
+        job_id = raw.get("id")
+        if isinstance(job_id, str):
+            if job_id in first_line:
+                id_line = self.document.line_of((*loc, "id"))
+                message = (
+                    f"duplicate job id {job_id!r} (first defined at line {first_line[job_id]})"
+                )
+                problems.append((id_line, self._problem(id_line, (*loc, "id"), message)))
+            else:
+                first_line[job_id] = line
+        model: JobModel | None = None
+        try:
+            model = JobModel.model_validate(_merge(defaults, raw))
+        except ValidationError as exc:
+            problems.extend(self._errors(exc, loc, JobModel, self._job_line(index)))
+        if problems or model is None:
+            kind = raw.get("kind")
+            ordered = [problem for _, problem in sorted(problems, key=lambda item: item[0])]
+            return _broken(job_id, kind, line, ordered)
+        lines = {
+            str(key[2]): key_line
+            for key, key_line in self.document.lines.items()
+            if len(key) == 3 and key[:2] == loc
+        }
+        return _job_config(model, line, index, lines)
+
+    def _job_line(self, index: int) -> Callable[[Loc], int]:
+        """Find the line of a job field: the job's own key, else the defaults key it came from."""
+        lines = self.document.lines
+
+        def locate(loc: Loc) -> int:
+            inner = loc[2:]
+            for end in range(len(inner), 0, -1):
+                for candidate in (("jobs", index, *inner[:end]), ("defaults", *inner[:end])):
+                    if candidate in lines:
+                        return lines[candidate]
+            return self.document.line_of(("jobs", index))
+
+        return locate
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _problem(self, line: int, loc: Loc, message: str) -> str:
+        return f"{self.source}:{line}: {format_loc(loc)}: {message}"
+
+    def _errors(
+        self,
+        exc: ValidationError,
+        prefix: Loc,
+        model: type[BaseModel],
+        locate: Callable[[Loc], int],
+        skip: tuple[str, ...] = (),
+    ) -> list[tuple[int, str]]:
+        found: list[tuple[int, str]] = []
+        for error in exc.errors():
+            inner = tuple(error["loc"])
+            if inner and inner[0] in skip:
+                continue
+            loc = (*prefix, *inner)
+            line = locate(loc)
+            message = describe_error(error, model, inner, hidden=skip)
+            found.append((line, self._problem(line, loc, message)))
+        return found
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _build(
+        self, top: FileModel, jobs: list[JobConfig], broken: list[BrokenJob]
+    ) -> ServiceConfig:
+        base = self.path.parent
+        return ServiceConfig(
+            path=self.path,
+            version=top.version,
+            nats=_nats_config(top, base),
+            store=top.store,
+            state_dir=_resolve(base, top.state_dir),
+            plugin_dirs=tuple(_resolve(base, folder) for folder in top.plugins),
+            http=_http_config(top),
+            jobs=tuple(jobs),
+            broken=tuple(broken),
+            shutdown_grace_s=top.shutdown_grace,
+            max_cursor_bytes=top.max_cursor_bytes,
+            source=self.source,
+        )
+
+
+def _merge(defaults: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**defaults, **job}
+    for name in MERGED_PER_KEY:
+        base, own = defaults.get(name), job.get(name)
+        if isinstance(base, dict) and isinstance(own, dict):
+            merged[name] = {**base, **own}
+    return merged
+
+
+def _broken(job_id: object, kind: object, line: int, problems: list[str]) -> BrokenJob:
+    return BrokenJob(
+        id=job_id if isinstance(job_id, str) else None,
+        kind=kind if isinstance(kind, str) else None,
+        line=line,
+        reason="; ".join(problems),
+        problems=tuple(problems),
+    )
+
+
+def _job_config(model: JobModel, line: int, index: int, lines: dict[str, int]) -> JobConfig:
+    return JobConfig(
+        id=model.id,
+        kind=model.kind,
+        schedule=model.schedule.to_schedule(),
+        timezone=ZoneInfo(model.timezone),
+        jitter_s=model.jitter,
+        tick_timeout_s=model.tick_timeout,
+        target=model.target,
+        paused=model.paused,
+        enabled=model.enabled,
+        config=dict(model.config),
+        overlap=model.overlap,
+        catchup=model.catchup,
+        max_catchup=model.max_catchup,
+        retry=RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max),
+        breaker=BreakerPolicy(
+            model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown
+        ),
+        line=line,
+        index=index,
+        field_lines=lines,
+    )
+
+
+def _resolve(base: Path, text: str) -> Path:
+    return Path(os.path.normpath(base / Path(text).expanduser()))
+
+
+def _optional_path(base: Path, text: str | None) -> Path | None:
+    return _resolve(base, text) if text else None
+
+
+def _nats_config(top: FileModel, base: Path) -> NatsConfig:
+    nats = top.nats
+    tls = nats.tls
+    return NatsConfig(
+        url=nats.url,
+        token=nats.token or None,
+        user=nats.user or None,
+        password=nats.password or None,
+        creds=_optional_path(base, nats.creds),
+        tls_ca=_optional_path(base, tls.ca if tls else None),
+        tls_cert=_optional_path(base, tls.cert if tls else None),
+        tls_key=_optional_path(base, tls.key if tls else None),
+    )
+
+
+def _http_config(top: FileModel) -> HttpConfig:
+    http = top.http
+    if http.address is None:
+        return HttpConfig(enabled=False, token=http.token or None)
+    host, port = http.address
+    return HttpConfig(enabled=True, host=host, port=port, token=http.token or None)

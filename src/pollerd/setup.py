@@ -1,0 +1,37 @@
+"""What `pollerd check` and `pollerd run` load at boot: config, manifests, routes and jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pollerd.config import BrokenJob, JobConfig, ServiceConfig, load_config
+from pollerd.manifest import discover_manifests
+from pollerd.router import PluginPollerRouter, resolve_jobs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    config: ServiceConfig
+    router: PluginPollerRouter
+    jobs: tuple[JobConfig, ...]  # runnable (disabled ones included), in file order
+    broken: tuple[BrokenJob, ...]  # invalid jobs and jobs of unknown kinds, by line
+
+
+def load_setup(path: Path, environ: Mapping[str, str]) -> Setup:
+    """Load pollers.yaml and the manifests it points to, and route every job to its plugin.
+
+    Raises ``ConfigError`` (the file), ``ManifestError`` (a manifest or plugin folder) or
+    ``DuplicateKindError`` (a kind declared by two plugins): all fatal at boot. A single bad job
+    is not fatal: it is in ``broken`` with its reason.
+    """
+    config = load_config(path, environ)
+    router = PluginPollerRouter(discover_manifests(config.plugin_dirs))
+    jobs, broken = resolve_jobs(config, router)
+    for job in broken:
+        logger.warning("job_id=%s broken: %s", job.id, job.reason)
+    return Setup(config=config, router=router, jobs=tuple(jobs), broken=tuple(broken))
