@@ -101,7 +101,13 @@ class PluginReplyError(TransportError):
     """The plugin answered with a JSON-RPC error object; its class follows the code (DESIGN §5)."""
 
     def __init__(
-        self, code: int, message: str, error_class: ErrorClass, *, plugin: str = "", job_id: str = ""
+        self,
+        code: int,
+        message: str,
+        error_class: ErrorClass,
+        *,
+        plugin: str = "",
+        job_id: str = "",
     ) -> None:
         self.code = code
         self.error_class = error_class

@@ -147,7 +147,7 @@ def decode_reply(
     job_id: str = "",
     max_cursor_bytes: int = MAX_CURSOR_BYTES,
 ) -> TickReply:
-    """Decode a reply frame. Raises ``ProtocolError`` or ``PluginReplyError``; never anything else."""
+    """Decode a reply frame; raises ``ProtocolError`` or ``PluginReplyError``, nothing else."""
 
     def bad(what: str) -> ProtocolError:
         return ProtocolError(

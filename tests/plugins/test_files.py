@@ -253,7 +253,8 @@ async def test_the_shipped_manifest_runs_the_plugin_with_a_path_relative_to_the_
         args=entrypoint["args"],
         cwd=PLUGIN_FOLDER,
         env_allow=entrypoint["env"],
-        environ={"POLLERD_CONFIG_DIR": str(tmp_path), "HOME": "/nowhere"},
+        environ={"HOME": "/nowhere"},
+        extra_env={"POLLERD_CONFIG_DIR": str(tmp_path)},  # what the service passes every plugin
     )
     inbox = Watcher(tmp_path / "inbox")
     expected = inbox.write("drop.txt", b"payload", T0_NS)

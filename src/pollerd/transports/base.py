@@ -19,5 +19,5 @@ class Transport(ABC):
     @abstractmethod
     async def send(self, request: TickRequest, timeout_s: float) -> TickReply: ...
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release what the transport holds (default: nothing)."""

@@ -85,6 +85,7 @@ class SubprocessTransport(Transport):
         max_reply_bytes: int = wire.MAX_REPLY_BYTES,
         max_cursor_bytes: int = wire.MAX_CURSOR_BYTES,
         kill_grace_s: float = 2.0,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.plugin_id = plugin_id
         self.command = command
@@ -96,7 +97,7 @@ class SubprocessTransport(Transport):
         self._python = python
         self._path = environ.get("PATH")
         self._program: str | None = None
-        self._env = plugin_environ(plugin_id, env_allow, environ)
+        self._env = plugin_environ(plugin_id, env_allow, environ, extra_env)
 
     @classmethod
     def from_manifest(
@@ -330,10 +331,15 @@ class SubprocessTransport(Transport):
 
 
 def plugin_environ(
-    plugin_id: str, env_allow: Sequence[str], environ: Mapping[str, str]
+    plugin_id: str,
+    env_allow: Sequence[str],
+    environ: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of a plugin process: the allow-list plus pollerd's own variables."""
+    """The whole environment of a plugin process: the allow-list, ``extra_env`` (pollerd's
+    ``POLLERD_CONFIG_DIR`` and the like), then pollerd's protocol variables."""
     env = {name: environ[name] for name in env_allow if name in environ}
+    env.update(extra_env or {})
     env["POLLERD_PROTOCOL"] = str(wire.PROTOCOL)
     env["POLLERD_MODE"] = "ephemeral"
     env["POLLERD_PLUGIN_ID"] = plugin_id

@@ -1,0 +1,69 @@
+"""The running service as the admin HTTP API sees it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pollerd import admin
+from pollerd.errors import PollerdError
+
+if TYPE_CHECKING:
+    from pollerd.service import Service
+
+
+class ServiceBackend:
+    """Implements ``pollerd.http.AdminBackend`` over a running ``Service``."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def _job(self, job_id: str) -> Any:
+        for job in self._service.setup.jobs:
+            if job.id == job_id:
+                return job
+        raise KeyError(job_id)
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        service = self._service
+        rows = await admin.job_rows(
+            service.setup, service.store, service.clock(), service.next_runs()
+        )
+        return [row.to_json() for row in rows]
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        return next((row for row in await self.jobs() if row["id"] == job_id), None)
+
+    async def plugins(self) -> list[dict[str, Any]]:
+        return admin.plugin_rows(self._service.setup, self._service.supervisor)
+
+    async def pause(self, job_id: str, reason: str | None) -> dict[str, Any]:
+        await admin.set_paused(self._service.store, self._job(job_id), True, reason)
+        return await self._row(job_id)
+
+    async def resume(self, job_id: str) -> dict[str, Any]:
+        await admin.set_paused(self._service.store, self._job(job_id), False, None)
+        return await self._row(job_id)
+
+    async def tick(self, job_id: str) -> dict[str, Any]:
+        self._job(job_id)
+        outcome = await self._service.tick_now(job_id)
+        if outcome is None:
+            raise PollerdError(
+                f"job {job_id!r} has a tick running; its overlap policy skipped this one"
+            )
+        return admin.outcome_json(outcome)
+
+    async def set_cursor(self, job_id: str, cursor: bytes | None) -> dict[str, Any]:
+        await admin.set_cursor(self._service.store, self._job(job_id), cursor)
+        return await self._row(job_id)
+
+    async def reload(self) -> dict[str, Any]:
+        return await self._service.reload()
+
+    def readiness(self) -> dict[str, str | None]:
+        return self._service.readiness()
+
+    async def _row(self, job_id: str) -> dict[str, Any]:
+        row = await self.job(job_id)
+        assert row is not None
+        return row

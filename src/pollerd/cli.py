@@ -1,0 +1,188 @@
+"""The `pollerd` command: parses arguments, loads the config, calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pollerd import admin
+from pollerd.errors import ConfigError, ManifestError, PollerdError
+from pollerd.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a failed check or a failed tick
+EXIT_USAGE = 2  # bad arguments or an unreadable / invalid config
+
+DEFAULT_CONFIG = "pollers.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pollerd", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, type=Path, help="pollers.yaml")
+        return sub
+
+    command("run", "run the service")
+    command("check", "validate the config, the plugin manifests and the kinds")
+    jobs = command("jobs", "list jobs with their state, next runs and cursor")
+    jobs.add_argument("--json", action="store_true")
+    plugins = command("plugins", "list plugins with their kinds and state")
+    plugins.add_argument("--json", action="store_true")
+    tick = command("tick", "run one tick of a job now, through the normal path")
+    tick.add_argument("job")
+    tick.add_argument("--dry-run", action="store_true", help="do not publish or commit")
+    pause = command("pause", "pause a job")
+    pause.add_argument("job")
+    pause.add_argument("--reason", default=None)
+    resume = command("resume", "resume a paused job (also closes its breaker)")
+    resume.add_argument("job")
+    cursor = command("cursor", "read or change a job's cursor")
+    cursor.add_argument("action", choices=["get", "set", "reset"])
+    cursor.add_argument("job")
+    cursor.add_argument("value", nargs="?", help="base64url, for set")
+    command("reload", "make the running service reload pollers.yaml")
+    events = command("events", "read the events stream")
+    events.add_argument("--job", default=None)
+    events.add_argument("--follow", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    handler = _HANDLERS[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, ManifestError) as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PollerdError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from pollerd.setup import load_setup
+
+    return load_setup(args.config.resolve(), os.environ)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pollerd.service import run_service
+
+    setup = _load(args)
+    asyncio.run(run_service(setup, os.environ))
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    for line in admin.check_summary(setup):
+        print(line)
+    return EXIT_FAILED if setup.broken else EXIT_OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    rows = asyncio.run(admin.collect_jobs(setup))
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        print(admin.format_jobs(rows))
+    return EXIT_OK
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    rows = admin.plugin_rows(setup)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(admin.format_plugins(rows))
+    return EXIT_OK
+
+
+def _tick(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    result = asyncio.run(admin.tick(setup, args.job, dry_run=args.dry_run, environ=os.environ))
+    print(json.dumps(result, indent=2))
+    return EXIT_OK if result.get("status") == "ok" else EXIT_FAILED
+
+
+def _pause(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    state = asyncio.run(admin.pause(setup, args.job, True, args.reason))
+    print(f"{args.job}: paused ({state})")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    state = asyncio.run(admin.pause(setup, args.job, False, None))
+    print(f"{args.job}: resumed ({state})")
+    return EXIT_OK
+
+
+def _cursor(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    if args.action == "set" and args.value is None:
+        print("pollerd: cursor set needs a base64url VALUE", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action != "set" and args.value is not None:
+        print(f"pollerd: cursor {args.action} takes no VALUE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text = asyncio.run(admin.cursor(setup, args.job, args.action, args.value))
+    except ValueError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(text)
+    return EXIT_OK
+
+
+def _reload(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    print(asyncio.run(admin.reload(setup)))
+    return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    asyncio.run(admin.print_events(setup, job_id=args.job, follow=args.follow))
+    return EXIT_OK
+
+
+_HANDLERS = {
+    "run": _run,
+    "check": _check,
+    "jobs": _jobs,
+    "plugins": _plugins,
+    "tick": _tick,
+    "pause": _pause,
+    "resume": _resume,
+    "cursor": _cursor,
+    "reload": _reload,
+    "events": _events,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Turns due slots into running ticks, one job at a time, by the job's overlap policy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from pollerd import policy
+from pollerd.config import JobConfig
+from pollerd.runner import Route, TickOutcome, TickRunner
+
+logger = logging.getLogger(__name__)
+
+SKIP_OVERLAP = "overlap"
+SKIP_REPLACED = "buffer_full"
+SKIP_SHUTDOWN = "shutdown"
+
+OutcomeCallback = Callable[[JobConfig, TickOutcome], None]
+SkipCallback = Callable[[JobConfig, datetime, str], None]
+
+
+@dataclass
+class _Job:
+    config: JobConfig
+    route: Route
+    task: asyncio.Task[TickOutcome] | None = None
+    buffered: datetime | None = None
+
+
+class Dispatcher:
+    """Owns every running tick task; never more than one per job.
+
+    ``submit`` is called by the scheduler on the event loop for each due slot and returns at once.
+    The outcome of every slot, run or skipped, reaches ``on_outcome`` or ``on_skip``.
+    """
+
+    def __init__(
+        self,
+        runner: TickRunner,
+        *,
+        on_outcome: OutcomeCallback,
+        on_skip: SkipCallback,
+    ) -> None:
+        self._runner = runner
+        self._on_outcome = on_outcome
+        self._on_skip = on_skip
+        self._jobs: dict[str, _Job] = {}
+        self._tasks: set[asyncio.Task[TickOutcome]] = set()
+        self._accepting = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain(0)
+
+    def set_job(self, job: JobConfig, route: Route) -> None:
+        """Add a job or replace its definition; a running tick keeps its old definition."""
+        current = self._jobs.get(job.id)
+        if current is None:
+            self._jobs[job.id] = _Job(job, route)
+        else:
+            current.config = job
+            current.route = route
+
+    def remove_job(self, job_id: str) -> None:
+        """Forget a job; its running tick is cancelled and commits nothing."""
+        entry = self._jobs.pop(job_id, None)
+        if entry is not None and entry.task is not None:
+            entry.task.cancel()
+
+    def job(self, job_id: str) -> JobConfig | None:
+        entry = self._jobs.get(job_id)
+        return entry.config if entry else None
+
+    def running(self, job_id: str) -> bool:
+        entry = self._jobs.get(job_id)
+        return entry is not None and entry.task is not None
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, job_id: str, slot: datetime) -> asyncio.Task[TickOutcome] | None:
+        """Start, buffer, replace or skip the slot; returns the task that will run it, if any."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        if not self._accepting:
+            self._on_skip(entry.config, slot, SKIP_SHUTDOWN)
+            return None
+        decision = policy.overlap_decision(
+            entry.config.overlap, entry.task is not None, entry.buffered is not None
+        )
+        if decision == "run":
+            return self._start(entry, slot, after=None)
+        if decision == "buffer":
+            entry.buffered = slot
+            return None
+        if decision == "cancel_and_run":
+            previous = entry.task
+            assert previous is not None
+            previous.cancel()
+            return self._start(entry, slot, after=previous)
+        self._on_skip(entry.config, slot, SKIP_OVERLAP)
+        return None
+
+    async def run_now(self, job_id: str, slot: datetime) -> TickOutcome | None:
+        """Submit a slot and wait for it; None when the overlap policy did not run it now."""
+        task = self.submit(job_id, slot)
+        if task is None:
+            return None
+        return await asyncio.shield(task)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop accepting slots, give running ticks ``grace_s`` to finish, cancel the rest."""
+        self._accepting = False
+        for entry in self._jobs.values():
+            if entry.buffered is not None:
+                self._on_skip(entry.config, entry.buffered, SKIP_SHUTDOWN)
+                entry.buffered = None
+        pending = set(self._tasks)
+        if pending and grace_s > 0:
+            logger.info("waiting up to %.1fs for %d running tick(s)", grace_s, len(pending))
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning("cancelled %d tick(s) still running at shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _start(
+        self, entry: _Job, slot: datetime, *, after: asyncio.Task[TickOutcome] | None
+    ) -> asyncio.Task[TickOutcome]:
+        task = asyncio.create_task(
+            self._run(entry.config, entry.route, slot, after), name=f"tick:{entry.config.id}"
+        )
+        entry.task = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(entry, t))
+        return task
+
+    async def _run(
+        self,
+        job: JobConfig,
+        route: Route,
+        slot: datetime,
+        after: asyncio.Task[TickOutcome] | None,
+    ) -> TickOutcome:
+        if after is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await after
+        try:
+            outcome = await self._runner.run(job, route, slot)
+        except asyncio.CancelledError:
+            logger.info(
+                "job_id=%s plugin=%s tick cancelled, nothing committed", job.id, route.plugin_id
+            )
+            raise
+        except Exception:
+            # The runner translates every expected failure; anything else is a bug, and a bug in one
+            # tick must not stop the service. The cursor is not committed.
+            logger.exception(
+                "job_id=%s plugin=%s tick failed unexpectedly", job.id, route.plugin_id
+            )
+            raise
+        self._on_outcome(job, outcome)
+        return outcome
+
+    def _finished(self, entry: _Job, task: asyncio.Task[TickOutcome]) -> None:
+        self._tasks.discard(task)
+        if entry.task is task:
+            entry.task = None
+        if not task.cancelled():
+            task.exception()  # mark retrieved; logged in _run
+        if (
+            entry.buffered is not None
+            and entry.task is None
+            and self._jobs.get(entry.config.id) is entry
+        ):
+            slot, entry.buffered = entry.buffered, None
+            self._start(entry, slot, after=None)

@@ -1,0 +1,271 @@
+"""Runs one scheduled slot of one job: read cursor → tick (with retries) → publish → commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import tenacity
+
+from pollerd import policy
+from pollerd.config import JobConfig
+from pollerd.errors import ErrorClass, EventPublishError, TickTimeoutError, TransportError
+from pollerd.events import EventPublisher
+from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.transports.base import Transport
+from pollerd.wire import TickReply, TickRequest, make_tick_id
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+SKIP_PAUSED = "paused"
+SKIP_BROKEN = "broken"
+SKIP_BREAKER = "breaker_open"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a job's ticks reach its plugin."""
+
+    plugin_id: str
+    transport: Transport
+    limit: asyncio.Semaphore  # the plugin's max_concurrent_ticks, shared by all its jobs
+    tick_timeout_s: float  # the manifest's default, used when the job sets none
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    """What happened to one slot. ``status`` is "ok", a failure reason, or "skipped"."""
+
+    job_id: str
+    kind: str
+    plugin: str
+    tick_id: str
+    slot: datetime
+    status: str
+    attempts: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    error_class: ErrorClass | None = None
+    skipped: str | None = None  # paused | broken | breaker_open
+    reply: TickReply | None = None
+    committed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+@dataclass
+class TickRunner:
+    """Executes slots. Stateless between slots: everything that must survive is in the store."""
+
+    store: Store
+    publisher: EventPublisher
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], object] = field(default=asyncio.sleep)
+
+    async def run(
+        self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
+    ) -> TickOutcome:
+        """Run one slot. Cancellation commits nothing and propagates."""
+        tick_id = make_tick_id(job.id, slot)
+        base = _Base(job.id, job.kind, route.plugin_id, tick_id, slot)
+        state = await self.store.get(job.id)
+        if state is None:
+            state = await self.store.ensure(job.id, job.kind, paused=job.paused)
+        if not dry_run:
+            skipped = await self._skip_reason(job, state)
+            if skipped is not None:
+                return base.outcome(status="skipped", skipped=skipped)
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            reply, attempts = await self._tick_with_retries(job, route, state, slot, tick_id)
+            if not dry_run:
+                await self.publisher.publish(job.kind, job.id, reply.events)
+        except (TransportError, EventPublishError) as exc:
+            duration = time.perf_counter() - started
+            error_class = (
+                exc.error_class if isinstance(exc, TransportError) else ErrorClass.TRANSIENT
+            )
+            reason = exc.reason if isinstance(exc, TransportError) else "publish"
+            outcome = base.outcome(
+                status=reason,
+                attempts=max(attempts, 1),
+                duration_s=duration,
+                error=str(exc),
+                error_class=error_class,
+            )
+            if not dry_run:
+                await self._commit_failure(job, state, outcome)
+                outcome = replace(outcome, committed=True)
+            return outcome
+        duration = time.perf_counter() - started
+        outcome = base.outcome(
+            status=STATUS_OK, attempts=attempts, duration_s=duration, reply=reply
+        )
+        if not dry_run:
+            await self._commit_success(job, outcome, reply)
+            outcome = replace(outcome, committed=True)
+        return outcome
+
+    async def _skip_reason(self, job: JobConfig, state: JobState) -> str | None:
+        if state.paused:
+            return SKIP_PAUSED
+        if state.broken_reason is not None:
+            if state.broken_config_hash == job.config_hash:
+                return SKIP_BROKEN
+            await self.store.update(job.id, JobUpdate(broken_reason=None, broken_config_hash=None))
+            logger.info("job_id=%s config changed: no longer broken", job.id)
+        breaker = policy.BreakerState(
+            state.consecutive_errors, state.breaker_open_until, state.breaker_cooldown_s
+        )
+        if policy.breaker_allows(breaker, self.clock()) == "open":
+            return SKIP_BREAKER
+        return None
+
+    async def _tick_with_retries(
+        self, job: JobConfig, route: Route, state: JobState, slot: datetime, tick_id: str
+    ) -> tuple[TickReply, int]:
+        timeout_s = job.tick_timeout_s or route.tick_timeout_s
+        deadline = self.clock() + timedelta(seconds=timeout_s)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(job.retry.attempts) | _StopAtDeadline(self, deadline),
+            wait=policy.tenacity_wait(job.retry),
+            retry=tenacity.retry_if_exception(_is_transient),
+            sleep=self.sleep,  # type: ignore[arg-type]
+            reraise=True,
+            before_sleep=lambda rs: _log_retry(job, route, tick_id, rs),
+        )
+        attempt = 0
+        async for try_ in retrying:
+            with try_:
+                attempt = try_.retry_state.attempt_number
+                request = TickRequest(
+                    kind=job.kind,
+                    job_id=job.id,
+                    tick_id=tick_id,
+                    attempt=attempt,
+                    agent_id=job.target,
+                    cursor=state.cursor,
+                    config=job.config,
+                    now=self.clock(),
+                    scheduled_at=slot,
+                    deadline=deadline,
+                    interval_hint_secs=_interval_hint(job),
+                )
+                reply = await self._send(route, request, deadline)
+        return reply, attempt
+
+    async def _send(self, route: Route, request: TickRequest, deadline: datetime) -> TickReply:
+        async with route.limit:
+            remaining = (deadline - self.clock()).total_seconds()
+            if remaining <= 0:
+                raise _deadline_passed(route, request)
+            return await route.transport.send(request, remaining)
+
+    async def _commit_success(self, job: JobConfig, outcome: TickOutcome, reply: TickReply) -> None:
+        now = self.clock()
+        change = JobUpdate(
+            last_status=STATUS_OK,
+            last_error=None,
+            last_run_at=now,
+            last_success_at=now,
+            last_scheduled_at=outcome.slot,
+            consecutive_errors=0,
+            breaker_open_until=None,
+            breaker_cooldown_s=None,
+        )
+        if reply.next_cursor is not None:
+            change = replace(change, cursor=reply.next_cursor)
+        await self.store.update(job.id, change)
+
+    async def _commit_failure(self, job: JobConfig, state: JobState, outcome: TickOutcome) -> None:
+        now = self.clock()
+        common = {
+            "last_status": outcome.status,
+            "last_error": outcome.error,
+            "last_run_at": now,
+            "last_scheduled_at": outcome.slot,
+        }
+        if outcome.error_class is ErrorClass.PERMANENT:
+            change = JobUpdate(paused=True, pause_reason=outcome.error, **common)  # type: ignore[arg-type]
+        elif outcome.error_class is ErrorClass.CONFIG:
+            change = JobUpdate(
+                broken_reason=outcome.error,
+                broken_config_hash=job.config_hash,
+                **common,  # type: ignore[arg-type]
+            )
+        else:
+            breaker = policy.breaker_after_failure(
+                policy.BreakerState(
+                    state.consecutive_errors, state.breaker_open_until, state.breaker_cooldown_s
+                ),
+                now,
+                job.breaker.threshold,
+                job.breaker.cooldown_s,
+                job.breaker.max_cooldown_s,
+            )
+            change = JobUpdate(
+                consecutive_errors=breaker.consecutive_errors,
+                breaker_open_until=breaker.open_until,
+                breaker_cooldown_s=breaker.cooldown_s,
+                **common,  # type: ignore[arg-type]
+            )
+        await self.store.update(job.id, change)
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    job_id: str
+    kind: str
+    plugin: str
+    tick_id: str
+    slot: datetime
+
+    def outcome(self, **kw: object) -> TickOutcome:
+        return TickOutcome(self.job_id, self.kind, self.plugin, self.tick_id, self.slot, **kw)  # type: ignore[arg-type]
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop retrying when the next attempt would start after the slot's deadline."""
+
+    def __init__(self, runner: TickRunner, deadline: datetime) -> None:
+        self._runner = runner
+        self._deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return not policy.attempt_fits(
+            self._deadline, self._runner.clock(), retry_state.upcoming_sleep
+        )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransportError) and exc.error_class is ErrorClass.TRANSIENT
+
+
+def _log_retry(job: JobConfig, route: Route, tick_id: str, rs: tenacity.RetryCallState) -> None:
+    exc = rs.outcome.exception() if rs.outcome else None
+    logger.warning(
+        "job_id=%s plugin=%s tick_id=%s attempt %d failed, retrying in %.2fs: %s",
+        job.id,
+        route.plugin_id,
+        tick_id,
+        rs.attempt_number,
+        rs.upcoming_sleep,
+        exc,
+    )
+
+
+def _interval_hint(job: JobConfig) -> float | None:
+    interval = getattr(job.schedule, "interval_s", None)
+    return float(interval) if interval is not None else None
+
+
+def _deadline_passed(route: Route, request: TickRequest) -> TransportError:
+    return TickTimeoutError(plugin=route.plugin_id, job_id=request.job_id, timeout_s=0.0)

@@ -1,0 +1,485 @@
+"""The running service: store, NATS, plugins, scheduler and dispatcher, put together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from nats.aio.client import Client
+
+from pollerd import policy
+from pollerd.config import JobConfig, NatsConfig, ServiceConfig
+from pollerd.dispatcher import Dispatcher
+from pollerd.errors import PluginUnavailableError, PollerdError
+from pollerd.events import EventPublisher
+from pollerd.events_jetstream import JetStreamPublisher
+from pollerd.manifest import Manifest
+from pollerd.metrics import Metrics
+from pollerd.natsconn import connect, connect_from_config
+from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.reload import ReloadPlan, plan_reload
+from pollerd.runner import Route, TickOutcome, TickRunner
+from pollerd.schedule import EverySchedule, slots_between, utc_now
+from pollerd.scheduler import Scheduler
+from pollerd.setup import Setup
+from pollerd.stores.base import JobState, Store
+from pollerd.stores.sqlite import SqliteStore
+from pollerd.supervisor import PluginState, PluginStatus, Supervisor
+from pollerd.transports.base import Transport
+from pollerd.transports.nats import NatsTransport
+from pollerd.transports.subprocess import SubprocessTransport
+from pollerd.wire import TickReply, TickRequest
+
+logger = logging.getLogger(__name__)
+tick_logger = logging.getLogger("pollerd.tick")
+
+STATE_DB = "state.db"
+START_EPSILON = timedelta(microseconds=1)
+CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
+
+
+def open_store(config: ServiceConfig) -> Store:
+    """The store named by the config (only ``sqlite`` today)."""
+    return SqliteStore(config.state_dir / STATE_DB)
+
+
+def nats_env(config: NatsConfig) -> dict[str, str]:
+    """The credentials a supervised plugin needs to reach the same NATS server."""
+    env = {}
+    for key, name in (("token", "TOKEN"), ("user", "USER"), ("password", "PASSWORD")):
+        value = getattr(config, key, None)
+        if value:
+            env[f"POLLERD_NATS_{name}"] = str(value)
+    if config.creds:
+        env["POLLERD_NATS_CREDS"] = str(config.creds)
+    return env
+
+
+class _GuardedTransport(Transport):
+    """Fails a tick at once when the supervisor has given up on the plugin."""
+
+    def __init__(self, inner: Transport, plugin_id: str, available: Callable[[str], bool]) -> None:
+        self._inner = inner
+        self._plugin_id = plugin_id
+        self._available = available
+
+    async def send(self, request: TickRequest, timeout_s: float) -> TickReply:
+        if not self._available(self._plugin_id):
+            raise PluginUnavailableError(
+                f"plugin {self._plugin_id!r} is failed or stopped (see `pollerd plugins`)",
+                plugin=self._plugin_id,
+                job_id=request.job_id,
+            )
+        return await self._inner.send(request, timeout_s)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class Service:
+    """``async with Service(setup, environ=os.environ) as svc: await svc.wait()``.
+
+    With ``schedule=False`` nothing is scheduled: the CLI uses that to run one tick through the
+    same path (store, plugins, NATS, events) while the service is not running.
+    """
+
+    def __init__(
+        self,
+        setup: Setup,
+        *,
+        environ: Mapping[str, str],
+        clock: Callable[[], datetime] = utc_now,
+        publisher: EventPublisher | None = None,
+        store: Store | None = None,
+        schedule: bool = True,
+        http: bool = True,
+        supervisor_options: Mapping[str, float] | None = None,
+    ) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.environ = dict(environ)
+        self.clock = clock
+        self.store = store or open_store(self.config)
+        self.metrics = Metrics()
+        self.nc: Client | None = None
+        self.nats_url: str | None = None
+        self.supervisor: Supervisor | None = None
+        self.config_error: str | None = None
+        self.http_port: int | None = None
+        self._publisher = publisher
+        self._schedule = schedule
+        self._http = http and self.config.http.enabled
+        self._supervisor_options = dict(supervisor_options or {})
+        self._stack = AsyncExitStack()
+        self._stopped = asyncio.Event()
+        self._routes: dict[str, Route] = {}
+        self._scheduler: Scheduler | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._runner: TickRunner | None = None
+        self._reload_lock = asyncio.Lock()
+        self.reload_requested = asyncio.Event()
+        self.store_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        await self._stack.enter_async_context(self.store)
+        publisher = self._publisher or await self._start_nats()
+        await self._start_plugins()
+        self._runner = TickRunner(store=self.store, publisher=publisher, clock=self.clock)
+        self._dispatcher = Dispatcher(
+            self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip
+        )
+        self._scheduler = Scheduler(self._on_slot, clock=self.clock)
+        # Exit runs in reverse: stop scheduling, then drain running ticks within the grace period,
+        # then stop plugins, NATS and the store.
+        self._stack.push_async_callback(self._drain)
+        await self._stack.enter_async_context(self._scheduler)
+        for job in self.setup.jobs:
+            await self._add_job(job)
+        for broken in self.setup.broken:
+            logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
+        if self._http:
+            await self._start_http()
+        logger.info(
+            "pollerd running %d job(s) with %d plugin(s); state in %s",
+            len(self.setup.jobs),
+            len(self._routes),
+            self.config.state_dir,
+        )
+
+    async def _start_nats(self) -> EventPublisher:
+        nats_config = self.config.nats
+        if nats_config.embedded:
+            server = EmbeddedNatsServer(self.config.state_dir / "nats")
+            await self._stack.enter_async_context(server)
+            self.nats_url = server.url
+            # `pollerd events` reads the stream through the running server, found by this file.
+            (self.config.state_dir / "nats" / "url").write_text(server.url + "\n")
+            self.nc = await connect(server.url, name="pollerd")
+            logger.info("embedded nats-server listening on %s", server.url)
+        else:
+            self.nats_url = nats_config.url
+            self.nc = await connect_from_config(nats_config, name="pollerd")
+        self._stack.push_async_callback(self.nc.close)
+        publisher = JetStreamPublisher(self.nc)
+        await publisher.ensure_stream()
+        return publisher
+
+    async def _start_plugins(self) -> None:
+        manifests = self.setup.router.plugins()
+        if self.nc is not None and self.nats_url is not None:
+            self.supervisor = Supervisor(
+                [m for m in manifests if m.lifecycle == "long_lived"],
+                nc=self.nc,
+                nats_url=self.nats_url,
+                environ=self.environ,
+                nats_env=nats_env(self.config.nats),
+                extra_env=self._extra_env(),
+                on_change=self._on_plugin_change,
+                **self._supervisor_options,  # type: ignore[arg-type]
+            )
+            await self._stack.enter_async_context(self.supervisor)
+        for manifest in manifests:
+            self._routes[manifest.id] = self._route_for(manifest)
+        self._stack.push_async_callback(self._close_routes)
+
+    async def _start_http(self) -> None:
+        from pollerd.backend import ServiceBackend
+        from pollerd.http import AdminServer
+
+        http = self.config.http
+        server = AdminServer(
+            ServiceBackend(self), self.metrics, host=http.host, port=http.port, token=http.token
+        )
+        await self._stack.enter_async_context(server)
+        self.http_port = server.port
+        logger.info("admin API on http://%s:%d", http.host, server.port)
+
+    def _extra_env(self) -> dict[str, str]:
+        return {"POLLERD_CONFIG_DIR": str(self.config.path.parent)}
+
+    def _route_for(self, manifest: Manifest) -> Route:
+        transport: Transport
+        if manifest.lifecycle == "ephemeral":
+            transport = SubprocessTransport.from_manifest(
+                manifest,
+                self.environ,
+                python=sys.executable,
+                max_cursor_bytes=self.config.max_cursor_bytes,
+                extra_env=self._extra_env(),
+            )
+        else:
+            if self.nc is None:
+                raise PollerdError(f"plugin {manifest.id!r} is long-lived and needs NATS")
+            transport = NatsTransport(
+                self.nc,
+                plugin_id=manifest.id,
+                subject_prefix=manifest.subject_prefix,
+                max_cursor_bytes=self.config.max_cursor_bytes,
+            )
+            if self.supervisor is not None:
+                transport = _GuardedTransport(transport, manifest.id, self.supervisor.available)
+        return Route(
+            plugin_id=manifest.id,
+            transport=transport,
+            limit=asyncio.Semaphore(manifest.max_concurrent_ticks),
+            tick_timeout_s=manifest.tick_timeout_s,
+        )
+
+    async def _close_routes(self) -> None:
+        for route in self._routes.values():
+            await route.transport.aclose()
+
+    async def _drain(self) -> None:
+        if self._dispatcher is not None:
+            await self._dispatcher.drain(self.config.shutdown_grace_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def request_reload(self, reason: str) -> None:
+        logger.info("reload requested (%s)", reason)
+        self.reload_requested.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def _add_job(self, job: JobConfig) -> None:
+        assert self._scheduler is not None and self._dispatcher is not None
+        manifest = self.setup.router.plugin_for(job.kind)
+        assert manifest is not None, "resolve_jobs keeps only jobs with an owner"
+        state = await self.store.ensure(job.id, job.kind, paused=job.paused)
+        if not job.enabled:
+            logger.info("job_id=%s is disabled", job.id)
+            return
+        self._dispatcher.set_job(job, self._routes[manifest.id])
+        if not self._schedule:
+            return
+        now = self.clock()
+        for slot in self._catchup(job, state, now):
+            self._dispatcher.submit(job.id, slot)
+        last = state.last_scheduled_at
+        anchor: datetime | None = last
+        if isinstance(job.schedule, EverySchedule) and last is None:
+            after, anchor = now - START_EPSILON, now  # an every-job's first tick is at start
+        else:
+            after = max(now, last) if last else now
+        first = self._scheduler.add(
+            job.id, job.schedule, job.timezone, jitter_s=job.jitter_s, after=after, anchor=anchor
+        )
+        logger.info(
+            "job_id=%s kind=%s plugin=%s scheduled %s, first slot %s",
+            job.id,
+            job.kind,
+            manifest.id,
+            job.schedule.describe(),
+            first.isoformat() if first else "none",
+        )
+
+    def _remove_job(self, job_id: str) -> None:
+        assert self._scheduler is not None and self._dispatcher is not None
+        self._scheduler.remove(job_id)
+        self._dispatcher.remove_job(job_id)
+        self.metrics.forget_job(job_id)
+
+    def _catchup(self, job: JobConfig, state: JobState, now: datetime) -> list[datetime]:
+        last = state.last_scheduled_at
+        if last is None:
+            return []
+        missed = slots_between(job.schedule, job.timezone, last, now, CATCHUP_SCAN_LIMIT)
+        run, dropped = policy.catchup_slots(missed, job.catchup, job.max_catchup)
+        if missed:
+            logger.info(
+                "job_id=%s missed %d slot(s) while down: catch-up %s runs %d, drops %d",
+                job.id,
+                len(missed),
+                job.catchup,
+                len(run),
+                dropped,
+            )
+        if dropped:
+            self.metrics.slot_skipped(job.id, "catchup_dropped", dropped)
+        return run
+
+    def _on_slot(self, job_id: str, slot: datetime) -> None:
+        assert self._dispatcher is not None
+        self._dispatcher.submit(job_id, slot)
+
+    def _on_outcome(self, job: JobConfig, outcome: TickOutcome) -> None:
+        if outcome.skipped:
+            self._on_skip(job, outcome.slot, outcome.skipped)
+            return
+        level = logging.INFO if outcome.ok else logging.WARNING
+        tick_logger.log(
+            level,
+            "tick job_id=%s kind=%s plugin=%s tick_id=%s outcome=%s attempts=%d duration=%.3fs%s",
+            outcome.job_id,
+            outcome.kind,
+            outcome.plugin,
+            outcome.tick_id,
+            outcome.status,
+            outcome.attempts,
+            outcome.duration_s,
+            f" events={len(outcome.reply.events)}" if outcome.reply else f" error={outcome.error}",
+        )
+        lateness = max(0.0, (self.clock() - outcome.slot).total_seconds() - outcome.duration_s)
+        self.metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
+        if outcome.reply is not None:
+            self.metrics.events_published(job.kind, len(outcome.reply.events))
+            hint = outcome.reply.next_interval_secs
+            if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
+                self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
+
+    def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
+        tick_logger.info(
+            "tick job_id=%s kind=%s slot=%s skipped: %s", job.id, job.kind, slot.isoformat(), reason
+        )
+        self.metrics.slot_skipped(job.id, reason)
+
+    def _on_plugin_change(self, status: PluginStatus) -> None:
+        self.metrics.plugin_state(status.plugin_id, status.state.value, status.restarts)
+
+    async def tick_now(self, job_id: str, *, dry_run: bool = False) -> TickOutcome | None:
+        """One tick now, through the overlap policy and concurrency limit of a scheduled one.
+
+        None means the overlap policy did not run it (a tick of the job is already running).
+        """
+        assert self._dispatcher is not None and self._runner is not None
+        job = self._dispatcher.job(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        slot = self.clock()
+        if dry_run:
+            manifest = self.setup.router.plugin_for(job.kind)
+            assert manifest is not None
+            return await self._runner.run(job, self._routes[manifest.id], slot, dry_run=True)
+        return await self._dispatcher.run_now(job_id, slot)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, object]:
+        """Validate the config on disk; apply it if valid, else keep running the old one."""
+        from pollerd.setup import load_setup
+
+        async with self._reload_lock:
+            try:
+                new = load_setup(self.config.path, self.environ)
+            except PollerdError as exc:
+                self.config_error = str(exc)
+                self.metrics.config_reloaded(False)
+                logger.error("config reload refused, still running the previous config:\n%s", exc)
+                return {"ok": False, "error": str(exc)}
+            plan = plan_reload(self.setup, new)
+            try:
+                await self._apply(plan, new)
+            except PollerdError as exc:
+                self.config_error = str(exc)
+                self.metrics.config_reloaded(False)
+                logger.error("config reload failed while applying: %s", exc)
+                return {"ok": False, "error": str(exc), **plan.summary()}
+            self.config_error = None
+            self.metrics.config_reloaded(True)
+            if not plan.empty:
+                logger.info("config reloaded: %s", plan.summary())
+            return {"ok": True, "error": None, **plan.summary()}
+
+    async def _apply(self, plan: ReloadPlan, new: Setup) -> None:
+        for job_id in plan.jobs_removed:
+            self._remove_job(job_id)
+        for job in plan.jobs_changed:
+            self._remove_job(job.id)
+        for plugin_id in (*plan.plugins_removed, *(m.id for m in plan.plugins_changed)):
+            if self.supervisor is not None:
+                await self.supervisor.remove(plugin_id)
+            route = self._routes.pop(plugin_id, None)
+            if route is not None:
+                await route.transport.aclose()
+            self.metrics.forget_plugin(plugin_id)
+        self.setup = new
+        for manifest in (*plan.plugins_added, *plan.plugins_changed):
+            if manifest.lifecycle == "long_lived" and self.supervisor is not None:
+                await self.supervisor.add(manifest)
+            self._routes[manifest.id] = self._route_for(manifest)
+        for job in (*plan.jobs_added, *plan.jobs_changed):
+            await self._add_job(job)
+        for broken in new.broken:
+            logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def next_run_at(self, job_id: str) -> datetime | None:
+        return self._scheduler.next_run_at(job_id) if self._scheduler else None
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        return {job.id: self.next_run_at(job.id) for job in self.setup.jobs}
+
+    def readiness(self) -> dict[str, str | None]:
+        """Component → None when ready, else why not."""
+        result: dict[str, str | None] = {"store": self.store_error, "nats": None, "plugins": None}
+        result["config"] = self.config_error
+        if self.nc is not None and not self.nc.is_connected:
+            result["nats"] = f"not connected to {self.nats_url}"
+        if self.supervisor is not None:
+            waiting = [
+                f"{s.plugin_id} is {s.state.value}" + (f" ({s.reason})" if s.reason else "")
+                for s in self.supervisor.statuses()
+                if s.state not in (PluginState.RUNNING, PluginState.EXTERNAL)
+            ]
+            result["plugins"] = "; ".join(waiting) or None
+        return result
+
+    async def check_store(self) -> None:
+        try:
+            await self.store.ping()
+        except PollerdError as exc:
+            self.store_error = str(exc)
+        else:
+            self.store_error = None
+
+
+async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
+    """Run until SIGTERM or SIGINT; exits cleanly with in-flight ticks committed or cancelled."""
+    import signal
+
+    from pollerd.transports.subprocess import pidfd_child_watcher
+    from pollerd.watch import ConfigWatcher
+
+    loop = asyncio.get_running_loop()
+    with pidfd_child_watcher(loop):
+        async with Service(setup, environ=environ) as service:
+            loop.add_signal_handler(signal.SIGTERM, service.stop)
+            loop.add_signal_handler(signal.SIGINT, service.stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: service.request_reload("SIGHUP"))
+            try:
+                async with ConfigWatcher(service):
+                    await service.wait()
+                logger.info("stopping: no new ticks; waiting for running ones")
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+    logger.info("pollerd stopped")
