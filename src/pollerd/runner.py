@@ -68,6 +68,9 @@ class TickRunner:
     publisher: EventPublisher
     clock: Callable[[], datetime]
     sleep: Callable[[float], object] = field(default=asyncio.sleep)
+    # Fault-injection point for crash tests: runs after the events are acknowledged and before
+    # the cursor is committed (see Service: POLLERD_FAULT_EXIT_AFTER_PUBLISH).
+    after_publish: Callable[[str], None] | None = None
 
     async def run(
         self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
@@ -88,6 +91,8 @@ class TickRunner:
             reply, attempts = await self._tick_with_retries(job, route, state, slot, tick_id)
             if not dry_run:
                 await self.publisher.publish(job.kind, job.id, reply.events)
+                if self.after_publish is not None:
+                    self.after_publish(job.id)
         except (TransportError, EventPublishError) as exc:
             duration = time.perf_counter() - started
             error_class = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
@@ -42,6 +43,24 @@ tick_logger = logging.getLogger("pollerd.tick")
 STATE_DB = "state.db"
 START_EPSILON = timedelta(microseconds=1)
 CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
+
+
+# Test-only fault injection: with this variable set to a job id, pollerd exits abruptly (as if
+# killed) after that job's events are acknowledged and before its cursor is committed.
+FAULT_EXIT_AFTER_PUBLISH = "POLLERD_FAULT_EXIT_AFTER_PUBLISH"
+FAULT_EXIT_CODE = 86
+
+
+def _fault_exit_after_publish(job_id: str | None) -> Callable[[str], None] | None:
+    if not job_id:
+        return None
+
+    def crash(current: str) -> None:
+        if current == job_id:
+            logger.critical("fault injection: exiting after publish, before commit (%s)", current)
+            os._exit(FAULT_EXIT_CODE)
+
+    return crash
 
 
 def open_store(config: ServiceConfig) -> Store:
@@ -148,7 +167,12 @@ class Service:
         await self._stack.enter_async_context(self.store)
         publisher = self._publisher or await self._start_nats()
         await self._start_plugins()
-        self._runner = TickRunner(store=self.store, publisher=publisher, clock=self.clock)
+        self._runner = TickRunner(
+            store=self.store,
+            publisher=publisher,
+            clock=self.clock,
+            after_publish=_fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
+        )
         self._dispatcher = Dispatcher(
             self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip
         )
