@@ -1,0 +1,7 @@
+"""`python -m pollerd` runs the CLI."""
+
+import sys
+
+from pollerd.cli import main
+
+sys.exit(main())
