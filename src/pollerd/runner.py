@@ -54,6 +54,7 @@ class TickOutcome:
     skipped: str | None = None  # paused | broken | breaker_open
     reply: TickReply | None = None
     committed: bool = False
+    state: JobState | None = None  # the job's state after the commit
 
     @property
     def ok(self) -> bool:
@@ -86,9 +87,9 @@ class TickRunner:
             if skipped is not None:
                 return base.outcome(status="skipped", skipped=skipped)
         started = time.perf_counter()
-        attempts = 0
+        attempts = [0]  # the attempt in progress, kept when the retries give up
         try:
-            reply, attempts = await self._tick_with_retries(job, route, state, slot, tick_id)
+            reply = await self._tick_with_retries(job, route, state, slot, tick_id, attempts)
             if not dry_run:
                 await self.publisher.publish(job.kind, job.id, reply.events)
                 if self.after_publish is not None:
@@ -101,22 +102,22 @@ class TickRunner:
             reason = exc.reason if isinstance(exc, TransportError) else "publish"
             outcome = base.outcome(
                 status=reason,
-                attempts=max(attempts, 1),
+                attempts=max(attempts[0], 1),
                 duration_s=duration,
                 error=str(exc),
                 error_class=error_class,
             )
             if not dry_run:
-                await self._commit_failure(job, state, outcome)
-                outcome = replace(outcome, committed=True)
+                new_state = await self._commit_failure(job, state, outcome)
+                outcome = replace(outcome, committed=True, state=new_state)
             return outcome
         duration = time.perf_counter() - started
         outcome = base.outcome(
-            status=STATUS_OK, attempts=attempts, duration_s=duration, reply=reply
+            status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
         )
         if not dry_run:
-            await self._commit_success(job, outcome, reply)
-            outcome = replace(outcome, committed=True)
+            new_state = await self._commit_success(job, outcome, reply)
+            outcome = replace(outcome, committed=True, state=new_state)
         return outcome
 
     async def _skip_reason(self, job: JobConfig, state: JobState) -> str | None:
@@ -135,8 +136,14 @@ class TickRunner:
         return None
 
     async def _tick_with_retries(
-        self, job: JobConfig, route: Route, state: JobState, slot: datetime, tick_id: str
-    ) -> tuple[TickReply, int]:
+        self,
+        job: JobConfig,
+        route: Route,
+        state: JobState,
+        slot: datetime,
+        tick_id: str,
+        attempts: list[int],
+    ) -> TickReply:
         timeout_s = job.tick_timeout_s or route.tick_timeout_s
         deadline = self.clock() + timedelta(seconds=timeout_s)
         retrying = tenacity.AsyncRetrying(
@@ -147,10 +154,9 @@ class TickRunner:
             reraise=True,
             before_sleep=lambda rs: _log_retry(job, route, tick_id, rs),
         )
-        attempt = 0
         async for try_ in retrying:
             with try_:
-                attempt = try_.retry_state.attempt_number
+                attempt = attempts[0] = try_.retry_state.attempt_number
                 request = TickRequest(
                     kind=job.kind,
                     job_id=job.id,
@@ -165,7 +171,7 @@ class TickRunner:
                     interval_hint_secs=_interval_hint(job),
                 )
                 reply = await self._send(route, request, deadline)
-        return reply, attempt
+        return reply
 
     async def _send(self, route: Route, request: TickRequest, deadline: datetime) -> TickReply:
         async with route.limit:
@@ -174,7 +180,9 @@ class TickRunner:
                 raise _deadline_passed(route, request)
             return await route.transport.send(request, remaining)
 
-    async def _commit_success(self, job: JobConfig, outcome: TickOutcome, reply: TickReply) -> None:
+    async def _commit_success(
+        self, job: JobConfig, outcome: TickOutcome, reply: TickReply
+    ) -> JobState:
         now = self.clock()
         change = JobUpdate(
             last_status=STATUS_OK,
@@ -188,9 +196,11 @@ class TickRunner:
         )
         if reply.next_cursor is not None:
             change = replace(change, cursor=reply.next_cursor)
-        await self.store.update(job.id, change)
+        return await self.store.update(job.id, change)
 
-    async def _commit_failure(self, job: JobConfig, state: JobState, outcome: TickOutcome) -> None:
+    async def _commit_failure(
+        self, job: JobConfig, state: JobState, outcome: TickOutcome
+    ) -> JobState:
         now = self.clock()
         common = {
             "last_status": outcome.status,
@@ -222,7 +232,7 @@ class TickRunner:
                 breaker_cooldown_s=breaker.cooldown_s,
                 **common,  # type: ignore[arg-type]
             )
-        await self.store.update(job.id, change)
+        return await self.store.update(job.id, change)
 
 
 @dataclass(frozen=True, slots=True)

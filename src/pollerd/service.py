@@ -371,8 +371,16 @@ class Service:
             outcome.duration_s,
             f" events={len(outcome.reply.events)}" if outcome.reply else f" error={outcome.error}",
         )
-        lateness = max(0.0, (self.clock() - outcome.slot).total_seconds() - outcome.duration_s)
+        now = self.clock()
+        lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
         self.metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
+        if outcome.state is not None:
+            open_until = outcome.state.breaker_open_until
+            self.metrics.job_health(
+                job.id,
+                outcome.state.consecutive_errors,
+                open_until is not None and open_until > now,
+            )
         if outcome.reply is not None:
             self.metrics.events_published(job.kind, len(outcome.reply.events))
             hint = outcome.reply.next_interval_secs
