@@ -485,6 +485,19 @@ class Service:
             result["plugins"] = "; ".join(waiting) or None
         return result
 
+    async def refresh_job_gauges(self) -> None:
+        """Jobs by state for the metrics (paused or broken by the CLI or a plugin's reply)."""
+        from pollerd.admin import job_state
+
+        try:
+            states = {state.job_id: state for state in await self.store.all()}
+        except PollerdError:
+            return  # readiness reports the store
+        counts = {"active": 0, "paused": 0, "broken": len(self.setup.broken), "disabled": 0}
+        for job in self.setup.jobs:
+            counts[job_state(job, states.get(job.id))[0]] += 1
+        self.metrics.jobs_by_state(counts)
+
     async def check_store(self) -> None:
         try:
             await self.store.ping()

@@ -74,6 +74,7 @@ class ConfigWatcher:
                 async with asyncio.timeout(self._interval_s):
                     await service.reload_requested.wait()
             await service.check_store()
+            await service.refresh_job_gauges()
             current = self._fingerprint()
             if current != seen or service.reload_requested.is_set():
                 if current != seen:
