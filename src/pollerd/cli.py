@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     events = command("events", "read the events stream")
     events.add_argument("--job", default=None)
     events.add_argument("--follow", action="store_true")
+    new_plugin = commands.add_parser(
+        "new-plugin", help="write a working plugin folder to start from"
+    )
+    new_plugin.add_argument("name", help="the plugin id, also the folder name")
+    new_plugin.add_argument("--lifecycle", required=True, choices=["ephemeral", "long_lived"])
+    new_plugin.add_argument("--kind", default=None, help="the poller kind (default: the name)")
+    new_plugin.add_argument(
+        "--dir", default=Path("plugins"), type=Path, help="the plugins folder (default: plugins)"
+    )
     return parser
 
 
@@ -170,6 +179,20 @@ def _events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from pollerd.scaffold import ScaffoldError, new_plugin, next_steps
+
+    try:
+        skeleton, folder = new_plugin(
+            args.name, args.lifecycle, plugins_dir=args.dir, kind=args.kind
+        )
+    except ScaffoldError as exc:
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(next_steps(skeleton, folder)))
+    return EXIT_OK
+
+
 _HANDLERS = {
     "run": _run,
     "check": _check,
@@ -181,6 +204,7 @@ _HANDLERS = {
     "cursor": _cursor,
     "reload": _reload,
     "events": _events,
+    "new-plugin": _new_plugin,
 }
 
 
