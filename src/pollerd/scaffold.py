@@ -216,7 +216,7 @@ line on stdin and writes one reply line on stdout."""
 
 _LONG_LIVED_HOW = """\
 pollerd starts this file once and keeps it running (lifecycle "long_lived" in plugin.toml): it
-serves ticks over NATS on $subject_prefix.tick, and pollerd restarts it if it crashes."""
+serves ticks over NATS on <subject_prefix>.tick, and pollerd restarts it if it crashes."""
 
 _HANDLER = '''\
 """A plugin that counts the ticks of each job and reports every tick as an event.
