@@ -354,6 +354,14 @@ def plugin_rows(setup: Setup, supervisor: Supervisor | None = None) -> list[dict
     return rows
 
 
+async def plugins(setup: Setup) -> list[dict[str, Any]]:
+    """The running service's plugin rows (live state, restarts, last exit), else the manifests'."""
+    live, answer = await _live_call(setup, "GET", "/v1/plugins")
+    if live:
+        return list(answer)
+    return plugin_rows(setup)
+
+
 def format_plugins(rows: list[dict[str, Any]]) -> str:
     header = ("ID", "KINDS", "LIFECYCLE", "STATE", "RESTARTS", "LAST EXIT")
     body = [
@@ -367,7 +375,11 @@ def format_plugins(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    return _table(header, body)
+    lines = [_table(header, body)]
+    for row in rows:
+        if row.get("reason"):
+            lines.append(f"  {row['id']}: " + str(row["reason"]).replace("\n", "\n    "))
+    return "\n".join(lines)
 
 
 def format_jobs(rows: list[JobRow]) -> str:

@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace) -> Any:
     from pollerd.setup import load_setup
 
-    return load_setup(args.config.resolve(), os.environ)
+    return load_setup(args.config, os.environ)  # messages name the file as the operator gave it
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -121,7 +121,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _plugins(args: argparse.Namespace) -> int:
     setup = _load(args)
-    rows = admin.plugin_rows(setup)
+    rows = asyncio.run(admin.plugins(setup))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
