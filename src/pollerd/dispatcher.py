@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -31,6 +31,7 @@ class _Job:
     route: Route
     task: asyncio.Task[TickOutcome] | None = None
     buffered: datetime | None = None
+    backlog: list[datetime] = field(default_factory=list)  # missed slots, run one at a time
 
 
 class Dispatcher:
@@ -111,9 +112,24 @@ class Dispatcher:
             previous = entry.task
             assert previous is not None
             previous.cancel()
+            self._drop_backlog(entry, SKIP_OVERLAP)
             return self._start(entry, slot, after=previous)
         self._on_skip(entry.config, slot, SKIP_OVERLAP)
         return None
+
+    def submit_backlog(self, job_id: str, slots: Sequence[datetime]) -> None:
+        """Run missed slots (catch-up) one after another, oldest first, before any buffered slot.
+
+        They are not subject to the overlap policy among themselves: each starts when the previous
+        one ends. A slot that comes meanwhile meets the overlap policy as usual; ``cancel_other``
+        cancels the running one and drops the rest of the backlog.
+        """
+        entry = self._jobs.get(job_id)
+        if entry is None or not slots:
+            return
+        entry.backlog.extend(sorted(slots))
+        if entry.task is None and self._accepting:
+            self._start(entry, entry.backlog.pop(0), after=None)
 
     async def run_now(self, job_id: str, slot: datetime) -> TickOutcome | None:
         """Submit a slot and wait for it; None when the overlap policy did not run it now."""
@@ -126,6 +142,7 @@ class Dispatcher:
         """Stop accepting slots, give running ticks ``grace_s`` to finish, cancel the rest."""
         self._accepting = False
         for entry in self._jobs.values():
+            self._drop_backlog(entry, SKIP_SHUTDOWN)
             if entry.buffered is not None:
                 self._on_skip(entry.config, entry.buffered, SKIP_SHUTDOWN)
                 entry.buffered = None
@@ -183,10 +200,15 @@ class Dispatcher:
             entry.task = None
         if not task.cancelled():
             task.exception()  # mark retrieved; logged in _run
-        if (
-            entry.buffered is not None
-            and entry.task is None
-            and self._jobs.get(entry.config.id) is entry
-        ):
+        if entry.task is not None or self._jobs.get(entry.config.id) is not entry:
+            return
+        if entry.backlog and self._accepting:
+            self._start(entry, entry.backlog.pop(0), after=None)
+        elif entry.buffered is not None:
             slot, entry.buffered = entry.buffered, None
             self._start(entry, slot, after=None)
+
+    def _drop_backlog(self, entry: _Job, reason: str) -> None:
+        for slot in entry.backlog:
+            self._on_skip(entry.config, slot, reason)
+        entry.backlog.clear()

@@ -305,8 +305,7 @@ class Service:
         if not self._schedule:
             return
         now = self.clock()
-        for slot in self._catchup(job, state, now):
-            self._dispatcher.submit(job.id, slot)
+        self._dispatcher.submit_backlog(job.id, self._catchup(job, state, now))
         last = state.last_scheduled_at
         anchor: datetime | None = last
         if isinstance(job.schedule, EverySchedule) and last is None:
