@@ -85,7 +85,7 @@ class TickTimeoutError(TransportError):
     def __init__(self, *, plugin: str, job_id: str, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         super().__init__(
-            f"plugin {plugin!r} did not reply within {timeout_s:g}s", plugin=plugin, job_id=job_id
+            f"plugin {plugin!r} did not reply within {timeout_s:.3g}s", plugin=plugin, job_id=job_id
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -81,12 +82,22 @@ def nats_env(config: NatsConfig) -> dict[str, str]:
 
 
 class _GuardedTransport(Transport):
-    """Fails a tick at once when the supervisor has given up on the plugin."""
+    """A supervised plugin's transport: fails a tick at once when the plugin is failed or
+    stopped, and fails the ticks in flight as soon as the plugin process exits, instead of
+    letting them wait out their timeout."""
 
     def __init__(self, inner: Transport, plugin_id: str, available: Callable[[str], bool]) -> None:
         self._inner = inner
         self._plugin_id = plugin_id
         self._available = available
+        self._exited = asyncio.Event()
+        self.last_exit: str | None = None
+
+    def plugin_exited(self, last_exit: str | None) -> None:
+        """Called when the supervised process goes away: its in-flight ticks cannot be answered."""
+        self.last_exit = last_exit
+        self._exited.set()
+        self._exited = asyncio.Event()
 
     async def send(self, request: TickRequest, timeout_s: float) -> TickReply:
         if not self._available(self._plugin_id):
@@ -95,7 +106,23 @@ class _GuardedTransport(Transport):
                 plugin=self._plugin_id,
                 job_id=request.job_id,
             )
-        return await self._inner.send(request, timeout_s)
+        exited = asyncio.ensure_future(self._exited.wait())
+        reply = asyncio.ensure_future(self._inner.send(request, timeout_s))
+        try:
+            await asyncio.wait((reply, exited), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            if not reply.done():
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reply
+        if reply.cancelled():
+            raise PluginUnavailableError(
+                f"plugin {self._plugin_id!r} exited during the tick ({self.last_exit or 'exited'})",
+                plugin=self._plugin_id,
+                job_id=request.job_id,
+            )
+        return reply.result()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -394,6 +421,13 @@ class Service:
 
     def _on_plugin_change(self, status: PluginStatus) -> None:
         self.metrics.plugin_state(status.plugin_id, status.state.value, status.restarts)
+        route = self._routes.get(status.plugin_id)
+        if (
+            route is not None
+            and isinstance(route.transport, _GuardedTransport)
+            and status.state in (PluginState.BACKOFF, PluginState.FAILED, PluginState.STOPPED)
+        ):
+            route.transport.plugin_exited(status.last_exit)
 
     async def tick_now(self, job_id: str, *, dry_run: bool = False) -> TickOutcome | None:
         """One tick now, through the overlap policy and concurrency limit of a scheduled one.
