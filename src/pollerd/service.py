@@ -44,6 +44,9 @@ tick_logger = logging.getLogger("pollerd.tick")
 STATE_DB = "state.db"
 START_EPSILON = timedelta(microseconds=1)
 CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
+PHASE_STARTING = "starting"
+PHASE_RUNNING = "running"
+PHASE_STOPPING = "stopping"
 
 
 # Test-only fault injection: with this variable set to a job id, pollerd exits abruptly (as if
@@ -171,6 +174,8 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self.reload_requested = asyncio.Event()
         self.store_error: str | None = None
+        # starting → running → stopping: health answers in every phase, ticks only when running.
+        self.phase = PHASE_STARTING
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -188,11 +193,16 @@ class Service:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.phase = PHASE_STOPPING
         await self._stack.aclose()
 
     async def _start(self) -> None:
         await self._stack.enter_async_context(self.store)
         publisher = self._publisher or await self._start_nats()
+        if self._http:
+            # Before the plugins: /healthz and /readyz answer while a plugin starts or backs off
+            # (the supervisor waits up to its start timeout for each to be running).
+            await self._start_http()
         await self._start_plugins()
         self._runner = TickRunner(
             store=self.store,
@@ -212,8 +222,7 @@ class Service:
             await self._add_job(job)
         for broken in self.setup.broken:
             logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
-        if self._http:
-            await self._start_http()
+        self.phase = PHASE_RUNNING
         logger.info(
             "pollerd running %d job(s) with %d plugin(s); state in %s",
             len(self.setup.jobs),
@@ -434,7 +443,8 @@ class Service:
 
         None means the overlap policy did not run it (a tick of the job is already running).
         """
-        assert self._dispatcher is not None and self._runner is not None
+        if self.phase != PHASE_RUNNING or self._dispatcher is None or self._runner is None:
+            raise PollerdError(f"pollerd is {self.phase}: no ticks now; retry once it is ready")
         job = self._dispatcher.job(job_id)
         if job is None:
             raise KeyError(job_id)
@@ -451,6 +461,8 @@ class Service:
         """Validate the config on disk; apply it if valid, else keep running the old one."""
         from pollerd.setup import load_setup
 
+        if self.phase != PHASE_RUNNING:
+            return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
         async with self._reload_lock:
             try:
                 new = load_setup(self.config.path, self.environ)
@@ -507,6 +519,7 @@ class Service:
         """Component → None when ready, else why not."""
         result: dict[str, str | None] = {"store": self.store_error, "nats": None, "plugins": None}
         result["config"] = self.config_error
+        result["service"] = None if self.phase == PHASE_RUNNING else self.phase
         if self.nc is not None and not self.nc.is_connected:
             result["nats"] = f"not connected to {self.nats_url}"
         if self.supervisor is not None:
