@@ -110,13 +110,35 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    setup = _load(args)
+    try:
+        setup = _load(args)
+    except (ConfigError, ManifestError) as exc:
+        return _jobs_of_running_service(args, exc)
     rows = asyncio.run(admin.collect_jobs(setup))
     if args.json:
         print(json.dumps([row.to_json() for row in rows], indent=2))
     else:
         print(admin.format_jobs(rows))
     return EXIT_OK
+
+
+def _jobs_of_running_service(args: argparse.Namespace, error: PollerdError) -> int:
+    """The config on disk is invalid: say so, and show what a running service still runs."""
+    from pollerd import lastknown
+
+    print(f"pollerd: {error}", file=sys.stderr)
+    address = lastknown.admin_address(args.config.resolve(), os.environ)
+    running = asyncio.run(lastknown.query_running_service(address))
+    if running is None:
+        if address is not None:
+            where = f"{address[0]}:{address[1]}"
+            print(f"pollerd: no running service answers on {where}", file=sys.stderr)
+    elif args.json:
+        print(lastknown.keeps_running_line(running), file=sys.stderr)
+        print(json.dumps(running.jobs, indent=2))
+    else:
+        print(lastknown.format_running(running))
+    return EXIT_USAGE
 
 
 def _plugins(args: argparse.Namespace) -> int:
