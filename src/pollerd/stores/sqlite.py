@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +97,7 @@ class SqliteStore(Store):
         self.busy_timeout_s = busy_timeout_s
         self.full_sync = full_sync
         self._conn: sqlite3.Connection | None = None
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -114,6 +116,7 @@ class SqliteStore(Store):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         try:
             self._setup(conn)
+            self._file_id = self._stat_file()
         except BaseException:
             conn.close()
             raise
@@ -215,6 +218,30 @@ class SqliteStore(Store):
         with self._translate("read the store version"):
             found = _meta(conn, VERSION_KEY)
         return found or 0
+
+    async def ping(self) -> None:
+        """Also fails when the file was deleted or replaced while open.
+
+        SQLite keeps using a deleted file through its open descriptor, so every write would
+        succeed and be lost at the next start without this check.
+        """
+        self._connection()
+        if self._stat_file() != self._file_id:
+            raise StoreError(
+                f"state store {self.path} was replaced by another file while pollerd runs; "
+                "restart pollerd to use it (changes since then went to the old file)"
+            )
+        await super().ping()
+
+    def _stat_file(self) -> tuple[int, int]:
+        try:
+            found = os.stat(self.path)
+        except OSError as exc:
+            raise StoreError(
+                f"state store {self.path} is gone ({exc.strerror or exc}): it was deleted while "
+                "pollerd runs and nothing is saved any more; restart pollerd to start a new one"
+            ) from exc
+        return found.st_dev, found.st_ino
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
