@@ -60,7 +60,7 @@ class DictBackend:
         self._row(job_id).update(state="active", reason=None)
         return self._row(job_id)
 
-    async def tick(self, job_id: str) -> dict[str, Any]:
+    async def tick(self, job_id: str, *, dry_run: bool = False) -> dict[str, Any]:
         self._row(job_id)
         if self.tick_error is not None:
             raise self.tick_error

@@ -283,10 +283,12 @@ async def tick(
     from pollerd.service import Service
 
     job = find_job(setup, job_id)
-    if not dry_run:
-        live, answer = await _live_call(setup, "POST", f"/v1/jobs/{job.id}/tick")
-        if live:
-            return dict(answer)
+    # A running service runs the tick (a dry one too): a second embedded nats-server on its
+    # state dir would share its JetStream files and overwrite the URL `pollerd events` reads.
+    query = "?dry_run=1" if dry_run else ""
+    live, answer = await _live_call(setup, "POST", f"/v1/jobs/{job.id}/tick{query}")
+    if live:
+        return dict(answer)
     async with Service(setup, environ=environ, schedule=False, http=False) as service:
         outcome = await service.tick_now(job.id, dry_run=dry_run)
     if outcome is None:

@@ -44,9 +44,9 @@ class ServiceBackend:
         await admin.set_paused(self._service.store, self._job(job_id), False, None)
         return await self._row(job_id)
 
-    async def tick(self, job_id: str) -> dict[str, Any]:
+    async def tick(self, job_id: str, *, dry_run: bool = False) -> dict[str, Any]:
         self._job(job_id)
-        outcome = await self._service.tick_now(job_id)
+        outcome = await self._service.tick_now(job_id, dry_run=dry_run)
         if outcome is None:
             raise PollerdError(
                 f"job {job_id!r} has a tick running; its overlap policy skipped this one"

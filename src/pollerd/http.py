@@ -46,8 +46,8 @@ class AdminBackend(Protocol):
     async def resume(self, job_id: str) -> dict[str, Any]:
         """Resume a job; KeyError for an unknown job."""
 
-    async def tick(self, job_id: str) -> dict[str, Any]:
-        """Run one tick through the normal path and return its outcome."""
+    async def tick(self, job_id: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Run one tick through the normal path and return its outcome (dry: commit nothing)."""
 
     async def set_cursor(self, job_id: str, cursor: bytes | None) -> dict[str, Any]:
         """Replace (or with None reset) a job's cursor."""
@@ -316,7 +316,9 @@ class AdminServer:
         return web.json_response(result)
 
     async def _tick(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._backend.tick(request.match_info["id"]))
+        job_id = request.match_info["id"]
+        dry_run = request.query.get("dry_run", "") in ("1", "true")
+        return web.json_response(await self._backend.tick(job_id, dry_run=dry_run))
 
     async def _cursor(self, request: web.Request) -> web.Response:
         cursor = parse_cursor_body(await read_json(request))
