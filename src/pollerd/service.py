@@ -36,7 +36,7 @@ from pollerd.supervisor import PluginState, PluginStatus, Supervisor
 from pollerd.transports.base import Transport
 from pollerd.transports.nats import NatsTransport
 from pollerd.transports.subprocess import SubprocessTransport
-from pollerd.wire import TickReply, TickRequest
+from pollerd.wire import TickReply, TickRequest, make_tick_id
 
 logger = logging.getLogger(__name__)
 tick_logger = logging.getLogger("pollerd.tick")
@@ -405,6 +405,17 @@ class Service:
             outcome.attempts,
             outcome.duration_s,
             f" events={len(outcome.reply.events)}" if outcome.reply else f" error={outcome.error}",
+            extra={
+                "job_id": outcome.job_id,
+                "kind": outcome.kind,
+                "plugin": outcome.plugin,
+                "tick_id": outcome.tick_id,
+                "outcome": outcome.status,
+                "attempts": outcome.attempts,
+                "duration": round(outcome.duration_s, 6),
+                "events": len(outcome.reply.events) if outcome.reply else None,
+                "error": outcome.error,
+            },
         )
         now = self.clock()
         lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
@@ -423,8 +434,22 @@ class Service:
                 self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
 
     def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
+        manifest = self.setup.router.plugin_for(job.kind)
         tick_logger.info(
-            "tick job_id=%s kind=%s slot=%s skipped: %s", job.id, job.kind, slot.isoformat(), reason
+            "tick job_id=%s kind=%s slot=%s skipped: %s",
+            job.id,
+            job.kind,
+            slot.isoformat(),
+            reason,
+            extra={
+                "job_id": job.id,
+                "kind": job.kind,
+                "plugin": manifest.id if manifest else None,
+                "tick_id": make_tick_id(job.id, slot),
+                "outcome": "skipped",
+                "skipped": reason,
+                "duration": 0.0,
+            },
         )
         self.metrics.slot_skipped(job.id, reason)
 
