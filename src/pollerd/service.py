@@ -492,10 +492,13 @@ class Service:
             try:
                 new = load_setup(self.config.path, self.environ)
             except PollerdError as exc:
-                self.config_error = str(exc)
-                self.metrics.config_reloaded(False)
-                logger.error("config reload refused, still running the previous config:\n%s", exc)
-                return {"ok": False, "error": str(exc)}
+                return self._refuse_reload(str(exc))
+            # A job that runs now and is invalid in the new file (a typo) would stop: refuse the
+            # whole edit, as for an invalid file. New invalid jobs are only reported, as at boot.
+            running = {job.id for job in self.setup.jobs}
+            breaking = [broken.reason for broken in new.broken if broken.id in running]
+            if breaking:
+                return self._refuse_reload("\n".join(breaking))
             plan = plan_reload(self.setup, new)
             try:
                 await self._apply(plan, new)
@@ -509,6 +512,12 @@ class Service:
             if not plan.empty:
                 logger.info("config reloaded: %s", plan.summary())
             return {"ok": True, "error": None, **plan.summary()}
+
+    def _refuse_reload(self, error: str) -> dict[str, object]:
+        self.config_error = error
+        self.metrics.config_reloaded(False)
+        logger.error("config reload refused, still running the previous config:\n%s", error)
+        return {"ok": False, "error": error}
 
     async def _apply(self, plan: ReloadPlan, new: Setup) -> None:
         for job_id in plan.jobs_removed:
