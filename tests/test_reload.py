@@ -175,6 +175,27 @@ async def test_an_invalid_edit_keeps_the_old_jobs_running_and_reports_the_error(
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["a", "b"]
 
 
+async def test_a_typo_in_a_running_job_refuses_the_whole_reload_and_the_job_keeps_running(
+    running: Running,
+) -> None:
+    running.write([{**running.job("a"), "overlapp": "skip"}, running.job("b"), running.job("c")])
+
+    async def refused() -> bool:
+        reasons = (await running.readiness()).get("reasons", {})
+        return "overlapp" in str(reasons.get("config", ""))
+
+    await wait_until(refused, timeout_s=RELOAD_WITHIN_S + 1)
+    await running.keeps_ticking("a")
+    jobs = await running.jobs()
+    code, out, _ = await pollerd_cli("jobs", "-c", str(running.config))
+
+    assert set(jobs) == {"a", "b"}  # c, valid, waits for the typo to be fixed
+    assert jobs["a"]["state"] == "active"
+    assert not read_runs(running.log("c"))
+    assert code == 0  # the file itself loads: `pollerd jobs` shows the job broken, and why
+    assert "jobs[0]" in out and "overlapp" in out
+
+
 async def test_sighup_reloads_a_change_the_file_watcher_cannot_see(running: Running) -> None:
     rewrite_unnoticed(
         running.config, lambda: running.write([running.job("a", "400ms"), running.job("b")])
