@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -490,7 +491,8 @@ class Service:
             return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
         async with self._reload_lock:
             try:
-                new = load_setup(self.config.path, self.environ)
+                # The path as the operator gave it, so messages name the file as at boot.
+                new = load_setup(Path(self.config.source or self.config.path), self.environ)
             except PollerdError as exc:
                 return self._refuse_reload(str(exc))
             # A job that runs now and is invalid in the new file (a typo) would stop: refuse the
