@@ -166,3 +166,21 @@ async def test_a_successful_tick_through_the_service_commits_by_the_cursor_rules
     assert outcome.ok and outcome.committed
     assert state.cursor == expected(KEPT)
     assert (state.last_status, state.consecutive_errors) == ("ok", 0)
+
+
+async def test_a_refused_reload_names_the_config_as_the_operator_gave_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(tmp_path, [faulty_job("good")])
+    monkeypatch.chdir(tmp_path)
+    setup = load_setup(Path("pollers.yaml"), os.environ)
+
+    async with Service(
+        setup, environ=os.environ, publisher=MemoryEventPublisher(), schedule=False, http=False
+    ) as service:
+        config = tmp_path / "pollers.yaml"
+        config.write_text(config.read_text().replace("version: 1", "version: 7"))
+        result = await service.reload()
+
+    assert result["ok"] is False
+    assert str(result["error"]).startswith("pollers.yaml:1: version: ")
