@@ -14,12 +14,14 @@ from typing import Self
 from pollerd import policy
 from pollerd.config import JobConfig
 from pollerd.runner import Route, TickOutcome, TickRunner
+from pollerd.wire import make_tick_id
 
 logger = logging.getLogger(__name__)
 
 SKIP_OVERLAP = "overlap"
 SKIP_REPLACED = "buffer_full"
 SKIP_SHUTDOWN = "shutdown"
+STATUS_CANCELLED = "cancelled"
 
 OutcomeCallback = Callable[[JobConfig, TickOutcome], None]
 SkipCallback = Callable[[JobConfig, datetime, str], None]
@@ -132,11 +134,31 @@ class Dispatcher:
             self._start(entry, entry.backlog.pop(0), after=None)
 
     async def run_now(self, job_id: str, slot: datetime) -> TickOutcome | None:
-        """Submit a slot and wait for it; None when the overlap policy did not run it now."""
+        """Submit a slot and wait for it; None when the overlap policy did not run it now.
+
+        A tick cancelled by someone else (a newer slot under ``cancel_other``, the job removed by
+        a reload, shutdown) comes back as a "cancelled" outcome: the caller is not cancelled.
+        """
+        entry = self._jobs.get(job_id)
         task = self.submit(job_id, slot)
-        if task is None:
+        if task is None or entry is None:
             return None
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise
+        return TickOutcome(
+            job_id,
+            entry.config.kind,
+            entry.route.plugin_id,
+            make_tick_id(job_id, slot),
+            slot,
+            status=STATUS_CANCELLED,
+            error="cancelled before it finished (a newer slot, a reload or shutdown); "
+            "nothing was committed",
+        )
 
     async def drain(self, grace_s: float) -> None:
         """Stop accepting slots, give running ticks ``grace_s`` to finish, cancel the rest."""
