@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -135,6 +136,30 @@ async def test_overlap_cancel_other_cancels_the_running_tick_without_commit_and_
     assert second == first + timedelta(seconds=INTERVAL_S)
     assert runs[1]["cursor"] is None  # the cancelled tick committed nothing
     assert any("tick cancelled, nothing committed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_manual_tick_cancelled_by_a_newer_slot_reports_it_was_cancelled(
+    tmp_path: Path,
+) -> None:
+    write_plugin(tmp_path / "plugins")
+    log, gate = tmp_path / "manual.log", tmp_path / "gate"
+    plan = {"plan": ["block", "ok"], "gate": str(gate)}
+    config = write_config(
+        tmp_path / "pollers.yaml", [job("manual", log, overlap="cancel_other", config=plan)]
+    )
+    clock = FakeClock()
+
+    async with service(config, schedule=False, clock=clock) as svc:
+        first = asyncio.create_task(svc.tick_now("manual"))
+        await wait_until(lambda: len(read_runs(log)) == 1)
+        clock.advance(1)
+        second = await svc.tick_now("manual")
+        cancelled = await first
+
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.committed) == ("cancelled", False)
+    assert cancelled.tick_id == read_runs(log)[0]["tick_id"]
+    assert second is not None and second.ok and second.committed
 
 
 # --- catch-up ----------------------------------------------------------------------------------
