@@ -146,6 +146,33 @@ class TickRunner:
     ) -> TickReply:
         timeout_s = job.tick_timeout_s or route.tick_timeout_s
         deadline = self.clock() + timedelta(seconds=timeout_s)
+
+        async def attempt(number: int) -> TickReply:
+            attempts[0] = number
+            request = TickRequest(
+                kind=job.kind,
+                job_id=job.id,
+                tick_id=tick_id,
+                attempt=number,
+                agent_id=job.target,
+                cursor=state.cursor,
+                config=job.config,
+                now=self.clock(),
+                scheduled_at=slot,
+                deadline=deadline,
+                interval_hint_secs=_interval_hint(job),
+            )
+            return await self._send(route, request, deadline)
+
+        # The first attempt runs outside tenacity: it usually succeeds, and building and driving
+        # AsyncRetrying costs about as much as a NATS request. A transient failure is replayed
+        # as tenacity's attempt 1, so stops, waits and retry logs are exactly tenacity's.
+        try:
+            return await attempt(1)
+        except TransportError as exc:
+            if not _is_transient(exc):
+                raise
+            first_failure = exc
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(job.retry.attempts) | _StopAtDeadline(self, deadline),
             wait=policy.tenacity_wait(job.retry),
@@ -156,21 +183,11 @@ class TickRunner:
         )
         async for try_ in retrying:
             with try_:
-                attempt = attempts[0] = try_.retry_state.attempt_number
-                request = TickRequest(
-                    kind=job.kind,
-                    job_id=job.id,
-                    tick_id=tick_id,
-                    attempt=attempt,
-                    agent_id=job.target,
-                    cursor=state.cursor,
-                    config=job.config,
-                    now=self.clock(),
-                    scheduled_at=slot,
-                    deadline=deadline,
-                    interval_hint_secs=_interval_hint(job),
-                )
-                reply = await self._send(route, request, deadline)
+                number = try_.retry_state.attempt_number
+                if number == 1:
+                    attempts[0] = 1
+                    raise first_failure
+                reply = await attempt(number)
         return reply
 
     async def _send(self, route: Route, request: TickRequest, deadline: datetime) -> TickReply:
