@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pollerd.supervisor import Supervisor
 
 NEXT_RUNS = 3
+LIVE_TICK_MARGIN_S = 5.0  # how much longer than a tick may take `pollerd tick` waits for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,14 +225,24 @@ async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow
         return await job_rows(setup, store, now or utc_now())
 
 
-async def _live_call(setup: Setup, method: str, path: str, body: Any = None) -> tuple[bool, Any]:
+async def _live_call(
+    setup: Setup, method: str, path: str, body: Any = None, timeout_s: float | None = None
+) -> tuple[bool, Any]:
     """Call the running service's admin API; (False, None) when no service answers."""
-    from pollerd.adminclient import call, service_is_up
+    from pollerd.adminclient import DEFAULT_TIMEOUT_S, call, service_is_up
 
     http = setup.config.http
     if not http.enabled or not await service_is_up(http.host, http.port):
         return False, None
-    status, answer = await call(http.host, http.port, method, path, token=http.token, json=body)
+    status, answer = await call(
+        http.host,
+        http.port,
+        method,
+        path,
+        token=http.token,
+        json=body,
+        timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+    )
     if status >= 400:
         message = answer.get("error") if isinstance(answer, dict) else answer
         raise PollerdError(f"the running service refused {method} {path} ({status}): {message}")
@@ -286,7 +297,9 @@ async def tick(
     # A running service runs the tick (a dry one too): a second embedded nats-server on its
     # state dir would share its JetStream files and overwrite the URL `pollerd events` reads.
     query = "?dry_run=1" if dry_run else ""
-    live, answer = await _live_call(setup, "POST", f"/v1/jobs/{job.id}/tick{query}")
+    live, answer = await _live_call(
+        setup, "POST", f"/v1/jobs/{job.id}/tick{query}", timeout_s=_live_tick_wait_s(setup, job)
+    )
     if live:
         return dict(answer)
     async with Service(setup, environ=environ, schedule=False, http=False) as service:
@@ -294,6 +307,14 @@ async def tick(
     if outcome is None:
         return {"job_id": job.id, "status": "skipped", "reason": "a tick is already running"}
     return outcome_json(outcome)
+
+
+def _live_tick_wait_s(setup: Setup, job: JobConfig) -> float:
+    """How long a tick run by the service may take: its own deadline (retries fit inside it),
+    after waiting for a running tick of the job when the overlap policy buffers this one."""
+    manifest = setup.router.plugin_for(job.kind)
+    tick_timeout_s = job.tick_timeout_s or (manifest.tick_timeout_s if manifest else 0.0)
+    return 2 * tick_timeout_s + LIVE_TICK_MARGIN_S
 
 
 def outcome_json(outcome: TickOutcome) -> dict[str, Any]:
