@@ -457,6 +457,40 @@ async def test_tick_dry_run_while_the_service_runs_asks_it_instead_of_starting_a
     assert len(running.matching(r"tick job_id=good .*outcome=ok")) == 1
 
 
+SLOW_CONFIG = """\
+version: 1
+state_dir: state
+plugins: [{plugins}]
+http: 127.0.0.1:{port}
+jobs:
+  - id: slow
+    kind: faulty
+    schedule: {{cron: "0 0 1 1 *"}}
+    tick_timeout: 15s
+    config: {{mode: slow, sleep_s: 5.5, next_cursor: AQ}}
+"""
+
+
+@pytest.mark.slow
+async def test_tick_waits_for_a_tick_the_service_runs_as_long_as_the_tick_may_take(
+    tmp_path: Path,
+) -> None:
+    # Longer than the admin client's default 5 s timeout, well inside the job's tick_timeout.
+    config = tmp_path / "pollers.yaml"
+    config.write_text(SLOW_CONFIG.format(plugins=CORE_PLUGINS, port=free_port()))
+
+    async with running_pollerd(Path("pollers.yaml"), tmp_path) as running:
+        await running.wait_for_lines(r"admin API on")
+        result = await asyncio.to_thread(pollerd, "tick", "slow", cwd=tmp_path)
+        running.interrupt()
+        async with asyncio.timeout(EXIT_TIMEOUT_S):
+            await running.process.wait()
+
+    assert result.returncode == EXIT_OK, result.stderr
+    assert (result.json()["status"], result.json()["committed"]) == ("ok", True)
+    assert running.matching(r"tick job_id=slow .*outcome=ok")
+
+
 def copy_of_the_sample(tmp_path: Path) -> Path:
     """The repository's pollers.yaml and samples, with its plugins, state here and a free port."""
     shutil.copytree(REPO / "samples", tmp_path / "samples")
