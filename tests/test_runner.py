@@ -18,8 +18,9 @@ from pollerd.runner import Route, TickRunner
 from pollerd.schedule import EverySchedule
 from pollerd.stores.base import JobState, JobUpdate
 from pollerd.stores.memory import MemoryStore
+from pollerd.transports.base import Transport
 from pollerd.transports.subprocess import SubprocessTransport
-from pollerd.wire import encode_cursor, make_tick_id
+from pollerd.wire import TickReply, TickRequest, encode_cursor, make_tick_id
 
 CORE = Path(__file__).parent / "fixtures" / "core"
 NOW = datetime(2026, 11, 22, 8, 0, 5, tzinfo=UTC)
@@ -245,3 +246,33 @@ async def test_a_slot_inside_an_open_breaker_is_skipped(
     state = await store.get(JOB_ID)
     assert outcome.skipped == "breaker_open"
     assert state is not None and state.cursor == b"keep" and state.consecutive_errors == 5
+
+
+class _OperatorDuringTick(Transport):
+    """Stands for an operator's `pollerd cursor set` landing while the plugin works."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def send(self, request: TickRequest, timeout_s: float) -> TickReply:
+        await self._store.update(request.job_id, JobUpdate(cursor=b"operator"))
+        return TickReply(next_cursor=b"plugin")
+
+
+async def test_a_cursor_set_by_an_operator_during_a_tick_is_not_overwritten_by_its_commit(
+    store: MemoryStore, runner: TickRunner
+) -> None:
+    await store.ensure(JOB_ID, "faulty")
+    await store.update(JOB_ID, JobUpdate(cursor=b"before"))
+    route = Route(
+        plugin_id="faulty",
+        transport=_OperatorDuringTick(store),
+        limit=asyncio.Semaphore(1),
+        tick_timeout_s=TICK_TIMEOUT_S,
+    )
+
+    outcome = await runner.run(job(), route, SLOT)
+    state = await store.get(JOB_ID)
+
+    assert outcome.ok and outcome.committed
+    assert state is not None and state.cursor == b"operator" and state.last_status == "ok"

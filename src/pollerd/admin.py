@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -164,7 +165,7 @@ def upcoming(job: JobConfig, state: JobState | None, now: datetime) -> list[date
     missed = slots_between(job.schedule, job.timezone, last, now, 1)
     if missed and job.catchup != "skip":
         return [now, *next_slots(job.schedule, job.timezone, now, NEXT_RUNS - 1)]
-    return next_slots(job.schedule, job.timezone, max(now, last), NEXT_RUNS)
+    return next_slots(job.schedule, job.timezone, max(now, last), NEXT_RUNS, anchor=last)
 
 
 async def set_paused(store: Store, job: JobConfig, paused: bool, reason: str | None) -> JobState:
@@ -219,7 +220,7 @@ def find_job(setup: Setup, job_id: str) -> JobConfig:
 
 async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow]:
     from pollerd.schedule import utc_now
-    from pollerd.service import open_store
+    from pollerd.stores import open_store
 
     async with open_store(setup.config) as store:
         return await job_rows(setup, store, now or utc_now())
@@ -250,7 +251,7 @@ async def _live_call(
 
 
 async def pause(setup: Setup, job_id: str, paused: bool, reason: str | None) -> str:
-    from pollerd.service import open_store
+    from pollerd.stores import open_store
 
     job = find_job(setup, job_id)
     action = "pause" if paused else "resume"
@@ -265,7 +266,7 @@ async def pause(setup: Setup, job_id: str, paused: bool, reason: str | None) -> 
 
 
 async def cursor(setup: Setup, job_id: str, action: str, value: str | None) -> str:
-    from pollerd.service import open_store
+    from pollerd.stores import open_store
     from pollerd.wire import decode_cursor
 
     job = find_job(setup, job_id)
@@ -283,7 +284,10 @@ async def cursor(setup: Setup, job_id: str, action: str, value: str | None) -> s
         if action == "get":
             state = await store.get(job.id)
             stored = state.cursor if state else None
-            return "" if stored is None else encode_cursor(stored)
+            if stored is None:
+                print(f"{job.id}: no cursor stored", file=sys.stderr)  # stdout stays scriptable
+                return ""
+            return encode_cursor(stored)
         state = await set_cursor(store, job, new)
     return "" if state.cursor is None else encode_cursor(state.cursor)
 
@@ -294,6 +298,10 @@ async def tick(
     from pollerd.service import Service
 
     job = find_job(setup, job_id)
+    if not job.enabled:
+        raise PollerdError(
+            f"job {job.id!r} is disabled (enabled: false in {setup.config.path.name})"
+        )
     # A running service runs the tick (a dry one too): a second embedded nats-server on its
     # state dir would share its JetStream files and overwrite the URL `pollerd events` reads.
     query = "?dry_run=1" if dry_run else ""

@@ -86,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:  # `pollerd jobs | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _unreadable(path: Path) -> bool:
+    return not path.is_file() or not os.access(path, os.R_OK)
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -103,7 +110,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    setup = _load(args)
+    try:
+        setup = _load(args)
+    except (ConfigError, ManifestError) as exc:
+        # DESIGN §8: check exits 0 or 1; what it found wrong is its answer, not a usage error.
+        if isinstance(exc, ConfigError) and _unreadable(args.config):
+            raise
+        print(f"pollerd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     for line in admin.check_summary(setup):
         print(line)
     return EXIT_FAILED if setup.broken else EXIT_OK

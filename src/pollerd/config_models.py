@@ -172,6 +172,9 @@ class JobModel(BaseModel):
                 f"invalid job id {value!r}: use 1-128 lowercase letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit"
             )
+        if ".." in value or value.endswith("."):
+            # The id is a token of the events subject pollerd.events.<kind>.<job_id>.
+            raise ValueError(f"invalid job id {value!r}: no '..' and no trailing '.'")
         return value
 
     @field_validator("timezone")

@@ -184,7 +184,7 @@ async def connect(
     events.client = client
     try:
         await client.connect(
-            servers=[url],
+            servers=[part.strip() for part in url.split(",") if part.strip()],
             error_cb=events.on_error,
             disconnected_cb=events.on_disconnected,
             reconnected_cb=events.on_reconnected,

@@ -116,7 +116,7 @@ class TickRunner:
             status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
         )
         if not dry_run:
-            new_state = await self._commit_success(job, outcome, reply)
+            new_state = await self._commit_success(job, state, outcome, reply)
             outcome = replace(outcome, committed=True, state=new_state)
         return outcome
 
@@ -198,7 +198,7 @@ class TickRunner:
             return await route.transport.send(request, remaining)
 
     async def _commit_success(
-        self, job: JobConfig, outcome: TickOutcome, reply: TickReply
+        self, job: JobConfig, state: JobState, outcome: TickOutcome, reply: TickReply
     ) -> JobState:
         now = self.clock()
         change = JobUpdate(
@@ -212,7 +212,19 @@ class TickRunner:
             breaker_cooldown_s=None,
         )
         if reply.next_cursor is not None:
-            change = replace(change, cursor=reply.next_cursor)
+            current = await self.store.get(job.id)
+            if current is not None and current.cursor != state.cursor:
+                # `pollerd cursor set|reset` ran during the tick: the operator's cursor wins, and
+                # the next tick starts from it.
+                logger.warning(
+                    "job_id=%s plugin=%s tick_id=%s: cursor changed by an operator during the "
+                    "tick; keeping it and dropping the plugin's next_cursor",
+                    job.id,
+                    outcome.plugin,
+                    outcome.tick_id,
+                )
+            else:
+                change = replace(change, cursor=reply.next_cursor)
         return await self.store.update(job.id, change)
 
     async def _commit_failure(

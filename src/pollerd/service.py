@@ -17,7 +17,7 @@ from typing import Self
 from nats.aio.client import Client
 
 from pollerd import policy
-from pollerd.config import JobConfig, NatsConfig, ServiceConfig
+from pollerd.config import JobConfig, NatsConfig
 from pollerd.dispatcher import Dispatcher
 from pollerd.errors import PluginUnavailableError, PollerdError
 from pollerd.events import EventPublisher
@@ -31,8 +31,8 @@ from pollerd.runner import Route, TickOutcome, TickRunner
 from pollerd.schedule import EverySchedule, slots_between, utc_now
 from pollerd.scheduler import Scheduler
 from pollerd.setup import Setup
+from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
-from pollerd.stores.sqlite import SqliteStore
 from pollerd.supervisor import PluginState, PluginStatus, Supervisor
 from pollerd.transports.base import Transport
 from pollerd.transports.nats import NatsTransport
@@ -42,7 +42,6 @@ from pollerd.wire import TickReply, TickRequest, make_tick_id
 logger = logging.getLogger(__name__)
 tick_logger = logging.getLogger("pollerd.tick")
 
-STATE_DB = "state.db"
 START_EPSILON = timedelta(microseconds=1)
 CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
 PHASE_STARTING = "starting"
@@ -66,11 +65,6 @@ def _fault_exit_after_publish(job_id: str | None) -> Callable[[str], None] | Non
             os._exit(FAULT_EXIT_CODE)
 
     return crash
-
-
-def open_store(config: ServiceConfig) -> Store:
-    """The store named by the config (only ``sqlite`` today)."""
-    return SqliteStore(config.state_dir / STATE_DB)
 
 
 def nats_env(config: NatsConfig) -> dict[str, str]:
