@@ -163,7 +163,7 @@ def test_a_new_plugin_passes_check_ticks_and_its_own_tests(tmp_path: Path, lifec
     assert check.returncode == EXIT_OK, check.stdout + check.stderr
     assert f"demo: demo [{lifecycle}]" in check.stdout
 
-    tick = pollerd(tmp_path, "tick", "counter")
+    tick = pollerd(tmp_path, "--log-level", "info", "tick", "counter")
     assert tick.returncode == EXIT_OK, tick.stdout + tick.stderr
     outcome = json.loads(tick.stdout)
     assert (outcome["status"], outcome["committed"]) == ("ok", True)

@@ -28,7 +28,10 @@ DEFAULT_CONFIG = "pollers.yaml"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pollerd", description=__doc__)
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: info for `run`, warning for the other commands",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    level = args.log_level or ("info" if args.command == "run" else "warning")
+    setup_logging(level, args.log_format)
     handler = _HANDLERS[args.command]
     try:
         return handler(args)
@@ -175,14 +179,14 @@ def _tick(args: argparse.Namespace) -> int:
 def _pause(args: argparse.Namespace) -> int:
     setup = _load(args)
     state = asyncio.run(admin.pause(setup, args.job, True, args.reason))
-    print(f"{args.job}: paused ({state})")
+    print(f"{args.job}: {state}")
     return EXIT_OK
 
 
 def _resume(args: argparse.Namespace) -> int:
     setup = _load(args)
     state = asyncio.run(admin.pause(setup, args.job, False, None))
-    print(f"{args.job}: resumed ({state})")
+    print(f"{args.job}: {state}")
     return EXIT_OK
 
 
