@@ -31,6 +31,7 @@ from pollerd.runner import Route, TickOutcome, TickRunner
 from pollerd.schedule import EverySchedule, slots_between, utc_now
 from pollerd.scheduler import Scheduler
 from pollerd.setup import Setup
+from pollerd.statelock import StateLock
 from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
 from pollerd.supervisor import PluginState, PluginStatus, Supervisor
@@ -192,6 +193,7 @@ class Service:
         await self._stack.aclose()
 
     async def _start(self) -> None:
+        self._stack.enter_context(StateLock(self.config.state_dir))
         await self._stack.enter_async_context(self.store)
         publisher = self._publisher or await self._start_nats()
         if self._http:
