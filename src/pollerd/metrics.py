@@ -115,11 +115,26 @@ class Metrics:
         for result in RELOAD_RESULTS:
             self._reloads.labels(result)
         self._job_series: dict[str, set[_Series]] = {}
+        # Children looked up once: ``labels()`` costs a few µs, several times per tick.
+        self._children: dict[_Series, MetricWrapperBase] = {}
         self._restarts_seen: dict[str, int] = {}
 
     def _job_child(self, job: str, metric: _M, *labels: str) -> _M:
-        self._job_series.setdefault(job, set()).add((metric, labels))
-        return metric.labels(*labels)
+        """The child of ``metric`` for ``labels``, remembered as one of ``job``'s series."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+            self._job_series.setdefault(job, set()).add(key)
+        return child  # type: ignore[return-value]
+
+    def _kind_child(self, metric: _M, kind: str) -> _M:
+        """The child of a metric labelled by kind only (kinds are never forgotten)."""
+        key = (metric, (kind,))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(kind)
+        return child  # type: ignore[return-value]
 
     def tick_finished(
         self,
@@ -132,9 +147,9 @@ class Metrics:
         """Count one finished slot. ``lateness_s`` is None for ticks that had no scheduled slot."""
         _check(outcome, TICK_OUTCOMES, "tick outcome")
         self._job_child(job, self._ticks, job, kind, outcome).inc()
-        self._tick_duration.labels(kind).observe(max(duration_s, 0.0))
+        self._kind_child(self._tick_duration, kind).observe(max(duration_s, 0.0))
         if lateness_s is not None:
-            self._lateness.labels(kind).observe(max(lateness_s, 0.0))
+            self._kind_child(self._lateness, kind).observe(max(lateness_s, 0.0))
 
     def slot_skipped(self, job: str, reason: str, count: int = 1) -> None:
         _check(reason, SKIP_REASONS, "skip reason")
@@ -158,7 +173,7 @@ class Metrics:
 
     def events_published(self, kind: str, count: int) -> None:
         if count > 0:
-            self._events.labels(kind).inc(count)
+            self._kind_child(self._events, kind).inc(count)
 
     def config_reloaded(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "invalid").inc()
@@ -172,8 +187,10 @@ class Metrics:
 
     def forget_job(self, job: str) -> None:
         """Drop every series labelled with ``job`` (the job was removed by a reload)."""
-        for metric, labels in self._job_series.pop(job, set()):
+        for key in self._job_series.pop(job, set()):
+            metric, labels = key
             metric.remove(*labels)
+            self._children.pop(key, None)
 
     def forget_plugin(self, plugin: str) -> None:
         """Drop every series labelled with ``plugin`` (the plugin is gone after a reload)."""

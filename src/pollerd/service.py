@@ -391,29 +391,8 @@ class Service:
             self._on_skip(job, outcome.slot, outcome.skipped)
             return
         level = logging.INFO if outcome.ok else logging.WARNING
-        tick_logger.log(
-            level,
-            "tick job_id=%s kind=%s plugin=%s tick_id=%s outcome=%s attempts=%d duration=%.3fs%s",
-            outcome.job_id,
-            outcome.kind,
-            outcome.plugin,
-            outcome.tick_id,
-            outcome.status,
-            outcome.attempts,
-            outcome.duration_s,
-            f" events={len(outcome.reply.events)}" if outcome.reply else f" error={outcome.error}",
-            extra={
-                "job_id": outcome.job_id,
-                "kind": outcome.kind,
-                "plugin": outcome.plugin,
-                "tick_id": outcome.tick_id,
-                "outcome": outcome.status,
-                "attempts": outcome.attempts,
-                "duration": round(outcome.duration_s, 6),
-                "events": len(outcome.reply.events) if outcome.reply else None,
-                "error": outcome.error,
-            },
-        )
+        if tick_logger.isEnabledFor(level):  # the arguments cost more than the check
+            self._log_outcome(level, outcome)
         now = self.clock()
         lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
         self.metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
@@ -429,6 +408,33 @@ class Service:
             hint = outcome.reply.next_interval_secs
             if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
                 self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
+
+    @staticmethod
+    def _log_outcome(level: int, outcome: TickOutcome) -> None:
+        reply = outcome.reply
+        tick_logger.log(
+            level,
+            "tick job_id=%s kind=%s plugin=%s tick_id=%s outcome=%s attempts=%d duration=%.3fs%s",
+            outcome.job_id,
+            outcome.kind,
+            outcome.plugin,
+            outcome.tick_id,
+            outcome.status,
+            outcome.attempts,
+            outcome.duration_s,
+            f" events={len(reply.events)}" if reply else f" error={outcome.error}",
+            extra={
+                "job_id": outcome.job_id,
+                "kind": outcome.kind,
+                "plugin": outcome.plugin,
+                "tick_id": outcome.tick_id,
+                "outcome": outcome.status,
+                "attempts": outcome.attempts,
+                "duration": round(outcome.duration_s, 6),
+                "events": len(reply.events) if reply else None,
+                "error": outcome.error,
+            },
+        )
 
     def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
         manifest = self.setup.router.plugin_for(job.kind)
