@@ -15,7 +15,7 @@ from pollerd import policy
 from pollerd.config import JobConfig
 from pollerd.errors import ErrorClass, EventPublishError, TickTimeoutError, TransportError
 from pollerd.events import EventPublisher
-from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.stores.base import UNSET, JobState, JobUpdate, Store
 from pollerd.transports.base import Transport
 from pollerd.wire import TickReply, TickRequest, make_tick_id
 
@@ -202,6 +202,7 @@ class TickRunner:
     ) -> JobState:
         now = self.clock()
         change = JobUpdate(
+            cursor=UNSET if reply.next_cursor is None else reply.next_cursor,
             last_status=STATUS_OK,
             last_error=None,
             last_run_at=now,
@@ -211,21 +212,20 @@ class TickRunner:
             breaker_open_until=None,
             breaker_cooldown_s=None,
         )
-        if reply.next_cursor is not None:
-            current = await self.store.get(job.id)
-            if current is not None and current.cursor != state.cursor:
-                # `pollerd cursor set|reset` ran during the tick: the operator's cursor wins, and
-                # the next tick starts from it.
-                logger.warning(
-                    "job_id=%s plugin=%s tick_id=%s: cursor changed by an operator during the "
-                    "tick; keeping it and dropping the plugin's next_cursor",
-                    job.id,
-                    outcome.plugin,
-                    outcome.tick_id,
-                )
-            else:
-                change = replace(change, cursor=reply.next_cursor)
-        return await self.store.update(job.id, change)
+        if reply.next_cursor is None:
+            return await self.store.update(job.id, change)
+        # `pollerd cursor set|reset` may have run during the tick: the operator's cursor wins,
+        # and the next tick starts from it. The store checks that in the commit's transaction.
+        new_state = await self.store.update(job.id, change, expect_cursor=state.cursor)
+        if new_state.cursor != reply.next_cursor:
+            logger.warning(
+                "job_id=%s plugin=%s tick_id=%s: cursor changed by an operator during the "
+                "tick; keeping it and dropping the plugin's next_cursor",
+                job.id,
+                outcome.plugin,
+                outcome.tick_id,
+            )
+        return new_state
 
     async def _commit_failure(
         self, job: JobConfig, state: JobState, outcome: TickOutcome

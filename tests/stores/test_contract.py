@@ -130,6 +130,77 @@ async def test_datetimes_round_trip_to_the_microsecond_in_utc(store: Store) -> N
     assert stored.breaker_cooldown_s == 0.1
 
 
+async def test_update_returns_the_state_as_stored(store: Store) -> None:
+    paris_winter = timezone(timedelta(hours=1))
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=b"c", pause_reason="ops", consecutive_errors=2))
+
+    returned = await store.update(
+        "inbox",
+        JobUpdate(
+            kind="rss",
+            last_status="timeout",
+            last_error="slow",
+            last_run_at=datetime(2026, 11, 22, 9, 0, 0, 7, tzinfo=paris_winter),
+            last_success_at=None,
+            last_scheduled_at=MOMENT,
+            consecutive_errors=3,
+            paused=True,
+            broken_reason="bad",
+            broken_config_hash="h1",
+            breaker_open_until=MOMENT,
+            breaker_cooldown_s=60.0,
+        ),
+    )
+
+    assert returned == await store.get("inbox")
+    assert returned.cursor == b"c" and returned.pause_reason == "ops"
+    assert returned.last_run_at is not None and returned.last_run_at.tzinfo is UTC
+    assert returned.revision == 2
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "kept"),
+    [
+        (b"old", b"old", False),
+        (None, None, False),
+        (b"", b"", False),
+        (b"operator", b"old", True),
+        (None, b"", True),
+        (b"", None, True),
+    ],
+    ids=["same", "both-none", "both-empty", "changed", "set-from-none", "reset-to-none"],
+)
+async def test_update_with_expect_cursor_writes_the_cursor_only_if_it_is_unchanged(
+    store: Store, stored: bytes | None, expected: bytes | None, kept: bool
+) -> None:
+    await store.ensure("inbox", "dir_watch")
+    before = await store.update("inbox", JobUpdate(cursor=stored, consecutive_errors=2))
+
+    after = await store.update(
+        "inbox",
+        JobUpdate(cursor=b"plugin", last_status="ok", consecutive_errors=0),
+        expect_cursor=expected,
+    )
+
+    assert after.cursor == (stored if kept else b"plugin")
+    assert (after.last_status, after.consecutive_errors) == ("ok", 0)
+    assert after.revision == before.revision + 1
+    assert await store.get("inbox") == after
+
+
+async def test_update_with_expect_cursor_and_no_cursor_in_the_change_writes_the_rest(
+    store: Store,
+) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=b"operator"))
+
+    after = await store.update("inbox", JobUpdate(last_status="ok"), expect_cursor=b"old")
+
+    assert (after.cursor, after.last_status) == (b"operator", "ok")
+    assert await store.get("inbox") == after
+
+
 async def test_a_naive_datetime_is_refused(store: Store) -> None:
     await store.ensure("inbox", "dir_watch")
 

@@ -61,14 +61,15 @@ class JobUpdate:
     breaker_cooldown_s: float | None | Unset = UNSET
 
     def changes(self) -> dict[str, object]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) is not UNSET
-        }
+        """The fields that are set, by name, in the order of the fields."""
+        found = {name: getattr(self, name) for name in _UPDATE_FIELDS}
+        return {name: value for name, value in found.items() if value is not UNSET}
 
     def apply(self, state: JobState) -> JobState:
         return replace(state, revision=state.revision + 1, **self.changes())  # type: ignore[arg-type]
+
+
+_UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate))
 
 
 class Store(ABC):
@@ -111,8 +112,16 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def update(self, job_id: str, change: JobUpdate) -> JobState:
-        """Apply ``change`` in one transaction and return the new state. Unknown job: KeyError."""
+    async def update(
+        self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
+    ) -> JobState:
+        """Apply ``change`` in one transaction and return the new state. Unknown job: KeyError.
+
+        With ``expect_cursor``, the change's cursor is written only if the stored cursor still
+        equals ``expect_cursor``; its other fields are written either way. A tick commits its
+        plugin's cursor like this, so that a cursor an operator set during the tick is kept
+        (the returned state tells which cursor won).
+        """
 
     @abstractmethod
     async def delete(self, job_id: str) -> None:

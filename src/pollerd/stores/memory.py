@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, Unset
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,16 @@ class MemoryStore(Store):
         self._write(state)
         return state
 
-    async def update(self, job_id: str, change: JobUpdate) -> JobState:
+    async def update(
+        self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
+    ) -> JobState:
         self._check_open()
         stored = self._jobs.get(job_id)
         if stored is None:
             raise KeyError(job_id)
         changes = normalize_changes(change.changes())
+        if expect_cursor is not UNSET and stored.cursor != expect_cursor:
+            changes.pop("cursor", None)
         state = replace(stored, revision=stored.revision + 1, **changes)  # type: ignore[arg-type]
         self._write(state)
         return state

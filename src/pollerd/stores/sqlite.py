@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import TIME_FIELDS, normalize_changes, to_utc
-from pollerd.stores.base import SCHEMA_VERSION, JobState, JobUpdate, Store
+from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,14 @@ VERSION_KEY = "version"
 META_TABLE = "meta"
 JOBS_TABLE = "jobs"
 
-COLUMNS = tuple(f.name for f in fields(JobState))
+COLUMNS = tuple(f.name for f in fields(JobState))  # also the order of JobState's fields
+_INDEX = {name: index for index, name in enumerate(COLUMNS)}
+_TIME_INDEXES = tuple(_INDEX[name] for name in COLUMNS if name in TIME_FIELDS)
+_CURSOR = _INDEX["cursor"]
+_PAUSED = _INDEX["paused"]
+_REVISION = _INDEX["revision"]
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
+_SELECT_ONE = f"{_SELECT} WHERE job_id = ?"
 _INSERT = (
     f"INSERT OR REPLACE INTO {JOBS_TABLE} ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -167,7 +174,7 @@ class SqliteStore(Store):
     async def get(self, job_id: str) -> JobState | None:
         conn = self._connection()
         with self._translate(f"read job {job_id!r}"):
-            row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job_id,)).fetchone()
+            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
         return None if row is None else self._state(row)
 
     async def all(self) -> list[JobState]:
@@ -179,7 +186,7 @@ class SqliteStore(Store):
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
         conn = self._connection()
         with self._transaction(conn, f"create job {job_id!r}"):
-            row = conn.execute(f"{_SELECT} WHERE job_id = ?", (job_id,)).fetchone()
+            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
             stored = None if row is None else self._state(row)
             if stored is not None and stored.kind == kind:
                 return stored
@@ -189,22 +196,29 @@ class SqliteStore(Store):
             _bump_version(conn)
         return state
 
-    async def update(self, job_id: str, change: JobUpdate) -> JobState:
+    async def update(
+        self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
+    ) -> JobState:
+        """Read the row, write only the changed columns, and build the new state from both: no
+        ``RETURNING`` (it costs more than the read) and no second parse of the row."""
         changes = normalize_changes(change.changes())
-        assignments = [f"{name} = ?" for name in changes]  # names of JobUpdate fields
-        assignments.append("revision = revision + 1")
-        values = [_to_column(name, value) for name, value in changes.items()]
         conn = self._connection()
         with self._transaction(conn, f"update job {job_id!r}"):
-            rows = conn.execute(
-                f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ? "
-                f"RETURNING {', '.join(COLUMNS)}",
-                (*values, job_id),
-            ).fetchall()
-            if not rows:
+            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
+            if row is None:
                 raise KeyError(job_id)
+            values = self._values(row)
+            if expect_cursor is not UNSET and values[_CURSOR] != expect_cursor:
+                changes.pop("cursor", None)
+            conn.execute(
+                _update_statement(tuple(changes)),
+                (*(_to_column(name, value) for name, value in changes.items()), job_id),
+            )
             _bump_version(conn)
-        return self._state(rows[0])
+        for name, value in changes.items():
+            values[_INDEX[name]] = value
+        values[_REVISION] += 1  # type: ignore[operator]
+        return JobState(*values)  # type: ignore[arg-type]
 
     async def delete(self, job_id: str) -> None:
         conn = self._connection()
@@ -251,8 +265,12 @@ class SqliteStore(Store):
         return self._conn
 
     def _state(self, row: tuple[object, ...]) -> JobState:
+        return JobState(*self._values(row))  # type: ignore[arg-type]
+
+    def _values(self, row: tuple[object, ...]) -> list[object]:
+        """The row's values as JobState holds them, in the order of its fields."""
         try:
-            return _state_from_row(row)
+            return _values_from_row(row)
         except (TypeError, ValueError) as exc:
             raise StoreError(
                 f"state store {self.path}: job {row[0]!r} holds an unreadable value ({exc}); "
@@ -302,17 +320,17 @@ def _bump_version(conn: sqlite3.Connection) -> None:
     conn.execute(f"UPDATE {META_TABLE} SET value = value + 1 WHERE key = ?", (VERSION_KEY,))
 
 
+@functools.lru_cache(maxsize=64)
+def _update_statement(names: tuple[str, ...]) -> str:
+    """``UPDATE`` of these columns (names of JobUpdate fields) and the revision, by job id."""
+    assignments = [f"{name} = ?" for name in names]
+    assignments.append("revision = revision + 1")
+    return f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ?"
+
+
 def _to_column(name: str, value: object) -> object:
     if name in TIME_FIELDS and isinstance(value, datetime):
         return to_utc(value, name).isoformat(timespec="microseconds")
-    return value
-
-
-def _from_column(name: str, value: object) -> object:
-    if name in TIME_FIELDS and isinstance(value, str):
-        return datetime.fromisoformat(value).astimezone(UTC)
-    if name == "paused":
-        return bool(value)
     return value
 
 
@@ -320,6 +338,14 @@ def _row_from_state(state: JobState) -> tuple[object, ...]:
     return tuple(_to_column(name, getattr(state, name)) for name in COLUMNS)
 
 
-def _state_from_row(row: tuple[object, ...]) -> JobState:
-    values = {name: _from_column(name, value) for name, value in zip(COLUMNS, row, strict=True)}
-    return JobState(**values)  # type: ignore[arg-type]
+def _values_from_row(row: tuple[object, ...]) -> list[object]:
+    """Times from ISO 8601 text to UTC datetimes, ``paused`` to a bool; the rest as stored."""
+    if len(row) != len(COLUMNS):
+        raise ValueError(f"{len(row)} columns, expected {len(COLUMNS)}")
+    values = list(row)
+    for index in _TIME_INDEXES:
+        value = values[index]
+        if isinstance(value, str):
+            values[index] = datetime.fromisoformat(value).astimezone(UTC)
+    values[_PAUSED] = bool(values[_PAUSED])
+    return values
