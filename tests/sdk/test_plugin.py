@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pollerd.sdk import (
     TickResult,
     TransientError,
 )
+from pollerd.sdk._plugin import _is_coroutine_function
 
 SCHEDULED = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 TICK_ID = wire.make_tick_id("job-1", SCHEDULED)
@@ -106,13 +109,60 @@ def test_the_sdk_exports_exactly_its_public_names() -> None:
     assert pollerd.sdk.Event is wire.Event
 
 
-def test_importing_the_sdk_loads_no_service_dependency_and_no_asyncio() -> None:
-    code = "import json, sys, pollerd.sdk; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=30)
+# What a one-shot plugin with a plain def handler must not load: the service's dependencies,
+# asyncio, threads, logging, what the value types would cost as dataclasses (dataclasses, inspect)
+# or with typing at run time (no standard module on the one-shot path imports typing), and the
+# detours pollerd.wire avoids: base64 (and struct), contextlib, datetime's pure-Python twin.
+NOT_FOR_ONE_SHOT = (
+    "aiohttp",
+    "apscheduler",
+    "asyncio",
+    "base64",
+    "concurrent",
+    "contextlib",
+    "dataclasses",
+    "datetime",
+    "inspect",
+    "logging",
+    "nats",
+    "pydantic",
+    "struct",
+    "typing",
+    "yaml",
+)
+PRINT_LOADED = (
+    f"print(sorted(m for m in {NOT_FOR_ONE_SHOT!r} if m in sys.modules), file=sys.stderr)"
+)
+ONE_SHOT_PLUGIN = (
+    "from pollerd.sdk import Plugin, TickResult; "
+    "plugin = Plugin('lean'); "
+    "plugin.poller('sync_kind')(lambda tick: TickResult(next_cursor=tick.cursor)); "
+    "plugin.run()"
+)
 
-    loaded = {name.split(".")[0] for name in json.loads(done.stdout)}
-    heavy = {"pydantic", "yaml", "nats", "apscheduler", "aiohttp", "asyncio", "logging"}
-    assert loaded & heavy == set()
+
+def run_python(code: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        input=stdin,
+        env={"POLLERD_MODE": "ephemeral"},
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+
+
+def test_importing_the_sdk_loads_no_heavy_module() -> None:
+    done = run_python(f"import sys, pollerd.sdk; {PRINT_LOADED}")
+
+    assert done.stderr.decode().strip() == "[]"
+
+
+def test_a_one_shot_tick_with_a_plain_def_handler_loads_no_heavy_module() -> None:
+    done = run_python(f"import sys; {ONE_SHOT_PLUGIN}; {PRINT_LOADED}", request(cursor=b"lean"))
+
+    assert wire.decode_reply(done.stdout, tick_id=TICK_ID).next_cursor == b"lean"
+    assert done.stderr.decode().strip() == "[]"
 
 
 def test_kinds_lists_every_registered_kind(plugin: Plugin) -> None:
@@ -156,6 +206,45 @@ async def test_an_async_handler_is_awaited(plugin: Plugin) -> None:
     reply = wire.decode_reply(await plugin.handle(request("async_kind")), tick_id=TICK_ID)
 
     assert reply.events == (Event(id="a", data={"job": "job-1"}),)
+
+
+async def async_handler(tick: Tick) -> None:
+    return None
+
+
+def sync_handler(tick: Tick) -> None:
+    return None
+
+
+class Handlers:
+    async def async_method(self, tick: Tick) -> None:
+        return None
+
+    def sync_method(self, tick: Tick) -> None:
+        return None
+
+    async def __call__(self, tick: Tick) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("handler", "is_async"),
+    [
+        (async_handler, True),
+        (sync_handler, False),
+        (functools.partial(async_handler), True),
+        (functools.partial(functools.partial(async_handler)), True),
+        (functools.partial(sync_handler), False),
+        (Handlers().async_method, True),
+        (Handlers().sync_method, False),
+        (lambda tick: None, False),
+        (Handlers(), False),  # an object with an async __call__: inspect says no as well
+        (print, False),
+    ],
+)
+def test_async_handlers_are_told_apart_as_inspect_does(handler: Any, is_async: bool) -> None:
+    assert _is_coroutine_function(handler) is is_async
+    assert inspect.iscoroutinefunction(handler) is is_async
 
 
 async def test_the_tick_carries_every_request_field_decoded() -> None:

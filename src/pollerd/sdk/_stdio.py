@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
-from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from pollerd import wire
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import BinaryIO, TextIO
+
     from pollerd.sdk._plugin import Plugin
 
 __all__ = ["serve_once"]
@@ -39,30 +39,40 @@ def serve_once(plugin: Plugin, stdin: BinaryIO, stdout: TextIO) -> None:
             f"plugin {plugin.plugin_id!r}: request line over {MAX_REQUEST_BYTES} bytes",
         )
     else:
-        with _stdout_to_stderr(stdout):
+        with _StdoutToStderr(stdout):
             reply = plugin._handle_blocking(frame)
     stdout.flush()
     stdout.buffer.write(reply)
     stdout.buffer.flush()
 
 
-@contextmanager
-def _stdout_to_stderr(stdout: TextIO) -> Iterator[None]:
-    """Point ``stdout`` (the object and, where there is one, its file descriptor) at stderr."""
-    stdout.flush()
-    saved: int | None = None
-    try:
-        stdout_fd = stdout.fileno()
-        stderr_fd = sys.stderr.fileno()
-        saved = os.dup(stdout_fd)
-        os.dup2(stderr_fd, stdout_fd)
-    except (OSError, ValueError, AttributeError):  # no real descriptors (embedded, captured)
-        saved = None
-    try:
-        with redirect_stdout(sys.stderr):
-            yield
-    finally:
-        stdout.flush()  # what the handler left in the buffer goes to stderr too
-        if saved is not None:
-            os.dup2(saved, stdout_fd)
-            os.close(saved)
+class _StdoutToStderr:
+    """Points ``stdout`` (the object and, where there is one, its file descriptor) at stderr while
+    the block runs. A class rather than ``contextlib`` helpers: a one-shot plugin would load
+    ``contextlib`` on every tick for them."""
+
+    _previous: TextIO
+
+    def __init__(self, stdout: TextIO) -> None:
+        self._stdout = stdout
+        self._fd = -1
+        self._saved_fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._stdout.flush()
+        try:
+            self._fd = self._stdout.fileno()
+            stderr_fd = sys.stderr.fileno()
+            self._saved_fd = os.dup(self._fd)
+            os.dup2(stderr_fd, self._fd)
+        except (OSError, ValueError, AttributeError):  # no real descriptors (embedded, captured)
+            pass
+        self._previous = sys.stdout
+        sys.stdout = sys.stderr
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.stdout = self._previous
+        self._stdout.flush()  # what the handler left in the buffer goes to stderr too
+        if self._saved_fd is not None:
+            os.dup2(self._saved_fd, self._fd)
+            os.close(self._saved_fd)

@@ -1,19 +1,21 @@
 """What a handler sees and returns, and the checks between them and the wire frames.
 
-Standard library and ``pollerd.wire`` only.
+Standard library and ``pollerd.wire`` only, and neither ``dataclasses``, ``inspect`` nor ``typing``
+at run time: see ``pollerd.wire``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Awaitable, Mapping
 
 from pollerd import wire
-from pollerd.wire import Event
+from pollerd.wire import Event, FrozenRecord, Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 __all__ = [
     "BadRequestError",
@@ -53,10 +55,22 @@ class ConfigError(TickError):
     code = wire.CODE_CONFIG
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(FrozenRecord):
     """One scheduled run of a job, as the handler sees it."""
 
+    __slots__ = __match_args__ = (
+        "kind",
+        "job_id",
+        "tick_id",
+        "attempt",
+        "agent_id",
+        "cursor",
+        "config",
+        "now",
+        "scheduled_at",
+        "deadline",
+        "interval_hint_secs",
+    )
     kind: str
     job_id: str
     tick_id: str
@@ -67,17 +81,57 @@ class Tick:
     now: datetime
     scheduled_at: datetime
     deadline: datetime
-    interval_hint_secs: float | None = None
+    interval_hint_secs: float | None
+
+    def __init__(
+        self,
+        kind: str,
+        job_id: str,
+        tick_id: str,
+        attempt: int,
+        agent_id: str,
+        cursor: bytes | None,
+        config: dict[str, Any],
+        now: datetime,
+        scheduled_at: datetime,
+        deadline: datetime,
+        interval_hint_secs: float | None = None,
+    ) -> None:
+        self._set_fields(
+            kind=kind,
+            job_id=job_id,
+            tick_id=tick_id,
+            attempt=attempt,
+            agent_id=agent_id,
+            cursor=cursor,
+            config=config,
+            now=now,
+            scheduled_at=scheduled_at,
+            deadline=deadline,
+            interval_hint_secs=interval_hint_secs,
+        )
 
 
-@dataclass(slots=True)
-class TickResult:
+class TickResult(Record):
     """What a handler returns. ``next_cursor`` None keeps the stored cursor; ``b""`` empties it."""
 
-    next_cursor: bytes | None = None
-    next_interval_secs: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
+    __slots__ = __match_args__ = ("next_cursor", "next_interval_secs", "metrics", "events")
+    next_cursor: bytes | None
+    next_interval_secs: float | None
+    metrics: dict[str, float]
+    events: list[Event]
+
+    def __init__(
+        self,
+        next_cursor: bytes | None = None,
+        next_interval_secs: float | None = None,
+        metrics: dict[str, float] | None = None,
+        events: list[Event] | None = None,
+    ) -> None:
+        self.next_cursor = next_cursor
+        self.next_interval_secs = next_interval_secs
+        self.metrics = {} if metrics is None else metrics
+        self.events = [] if events is None else events
 
 
 class BadRequestError(Exception):
@@ -165,10 +219,9 @@ def _time(params: dict[str, Any], name: str) -> datetime:
     if not isinstance(value, str):
         raise _invalid(name, "an RFC 3339 time", value)
     try:
-        moment = wire.parse_time(value)
+        return wire.parse_time(value)
     except ValueError:
         raise _invalid(name, "an RFC 3339 time", value) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _interval_hint(params: dict[str, Any]) -> float | None:
@@ -185,7 +238,7 @@ def check_result(result: object) -> wire.TickReply:
     if result is None:
         return wire.TickReply()
     if not isinstance(result, TickResult):
-        hint = "; declare the handler with 'async def'" if inspect.isawaitable(result) else ""
+        hint = "; declare the handler with 'async def'" if isinstance(result, Awaitable) else ""
         raise TypeError(f"expected a TickResult or None, got {type(result).__name__}{hint}")
     cursor = result.next_cursor
     if cursor is not None and not isinstance(cursor, bytes | bytearray | memoryview):
