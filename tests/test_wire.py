@@ -282,8 +282,8 @@ def test_an_error_reply_raises_a_plugin_reply_error_of_its_class(
     [
         ({"next_cursor": "a"}, "next_cursor"),
         ({"next_interval_secs": "5"}, "number or null"),
-        ({"next_interval_secs": float("inf")}, "positive"),
-        ({"next_interval_secs": 0}, "positive"),
+        ({"next_interval_secs": float("inf")}, "must be > 0"),
+        ({"next_interval_secs": 0}, "must be > 0"),
         ({"metrics": {"n": True}}, "metrics"),
         ({"events": {"id": "e1"}}, "events must be a list"),
         ({"events": [{"data": 1}]}, "events[0]"),
@@ -299,3 +299,26 @@ def test_a_malformed_result_is_a_protocol_error_naming_the_field(
 
     assert complaint in str(raised.value)
     assert (raised.value.plugin, raised.value.job_id) == ("files", "inbox")
+
+
+@pytest.mark.parametrize(
+    "interval", [10**400, 1e400, -1, 0, 400 * 24 * 3600, float("nan"), "5", True]
+)
+def test_a_next_interval_that_is_not_a_sane_positive_number_is_a_protocol_error(
+    interval: object,
+) -> None:
+    frame = json.dumps(
+        {"jsonrpc": "2.0", "id": "t", "result": {"next_interval_secs": interval}}
+    ).encode()
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.decode_reply(frame, tick_id="t", plugin="p")
+    assert "next_interval_secs" in str(refused.value)
+
+
+def test_a_metric_too_large_for_a_float_is_a_protocol_error() -> None:
+    frame = json.dumps(
+        {"jsonrpc": "2.0", "id": "t", "result": {"metrics": {"seen": 10**400}}}
+    ).encode()
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.decode_reply(frame, tick_id="t", plugin="p")
+    assert "metrics" in str(refused.value)

@@ -29,6 +29,7 @@ PROTOCOL = 1
 METHOD = "poll_tick"
 MAX_CURSOR_BYTES = 256 * 1024
 MAX_REPLY_BYTES = 1024 * 1024
+MAX_INTERVAL_SECS = 366 * 24 * 3600  # a next_interval_secs hint longer than a year is a bug
 
 CODE_PARSE_ERROR = -32700
 CODE_INVALID_REQUEST = -32600
@@ -323,19 +324,32 @@ def _decode_result(result: dict[str, Any], bad: Any, max_cursor_bytes: int) -> T
     if interval is not None:
         if isinstance(interval, bool) or not isinstance(interval, int | float):
             raise bad(f"next_interval_secs must be a number or null, got {_preview(interval)}")
-        if not math.isfinite(interval) or interval <= 0:
-            raise bad(f"next_interval_secs must be positive, got {interval}")
+        if not 0 < _as_finite(interval) <= MAX_INTERVAL_SECS:
+            raise bad(
+                f"next_interval_secs must be > 0 and <= {MAX_INTERVAL_SECS}, "
+                f"got {_preview(interval)}"
+            )
     metrics = result.get("metrics") or {}
     if not isinstance(metrics, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(_as_finite(v))
+        for v in metrics.values()
     ):
-        raise bad(f"metrics must map names to numbers, got {_preview(metrics)}")
+        raise bad(f"metrics must map names to finite numbers, got {_preview(metrics)}")
     return TickReply(
         next_cursor=next_cursor,
         next_interval_secs=None if interval is None else float(interval),
         metrics={str(k): float(v) for k, v in metrics.items()},
         events=_decode_events(result.get("events") or [], bad),
     )
+
+
+def _as_finite(value: float) -> float:
+    """``value`` as a float; NaN for what is not a finite float (huge integers included)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _decode_events(raw: Any, bad: Any) -> tuple[Event, ...]:
