@@ -76,7 +76,8 @@ class TickRunner:
     async def run(
         self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
     ) -> TickOutcome:
-        """Run one slot. Cancellation commits nothing and propagates."""
+        """Run one slot. Cancellation before the commit is written commits nothing and
+        propagates."""
         tick_id = make_tick_id(job.id, slot)
         base = _Base(job.id, job.kind, route.plugin_id, tick_id, slot)
         state = await self.store.get(job.id)

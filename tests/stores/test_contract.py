@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -199,6 +200,70 @@ async def test_update_with_expect_cursor_and_no_cursor_in_the_change_writes_the_
 
     assert (after.cursor, after.last_status) == (b"operator", "ok")
     assert await store.get("inbox") == after
+
+
+async def test_concurrent_updates_are_applied_in_call_order(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+
+    first, second, third = await asyncio.gather(
+        store.update("inbox", JobUpdate(cursor=b"1", last_status="ok")),
+        store.update("inbox", JobUpdate(cursor=b"2")),
+        store.update("inbox", JobUpdate(consecutive_errors=3)),
+    )
+
+    assert [first.revision, second.revision, third.revision] == [1, 2, 3]
+    assert (third.cursor, third.last_status, third.consecutive_errors) == (b"2", "ok", 3)
+    assert await store.get("inbox") == third
+
+
+async def test_expect_cursor_sees_a_cursor_set_just_before_by_a_concurrent_update(
+    store: Store,
+) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=b"before"))
+
+    operator, tick = await asyncio.gather(
+        store.update("inbox", JobUpdate(cursor=b"operator")),
+        store.update(
+            "inbox", JobUpdate(cursor=b"plugin", last_status="ok"), expect_cursor=b"before"
+        ),
+    )
+
+    assert operator.cursor == b"operator"
+    assert (tick.cursor, tick.last_status) == (b"operator", "ok")
+    assert await store.get("inbox") == tick
+
+
+async def test_an_unknown_job_among_concurrent_updates_fails_only_its_own(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+
+    results = await asyncio.gather(
+        store.update("inbox", JobUpdate(cursor=b"a")),
+        store.update("ghost", JobUpdate(cursor=b"b")),
+        store.update("inbox", JobUpdate(cursor=b"c")),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], KeyError)
+    assert [getattr(result, "cursor", None) for result in results] == [b"a", None, b"c"]
+    assert await store.get("ghost") is None
+
+
+async def test_ensure_and_delete_come_after_the_updates_called_before_them(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.ensure("feeds", "rss")
+
+    updated, reset, _, _ = await asyncio.gather(
+        store.update("inbox", JobUpdate(cursor=b"c")),
+        store.ensure("inbox", "rss"),
+        store.update("feeds", JobUpdate(cursor=b"f")),
+        store.delete("feeds"),
+    )
+
+    assert updated.cursor == b"c"
+    assert reset == JobState(job_id="inbox", kind="rss", revision=updated.revision + 1)
+    assert await store.get("inbox") == reset
+    assert await store.get("feeds") is None
 
 
 async def test_a_naive_datetime_is_refused(store: Store) -> None:

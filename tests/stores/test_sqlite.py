@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -159,3 +160,75 @@ async def test_an_unreadable_stored_value_is_a_store_error(tmp_path: Path) -> No
 
     assert "'inbox'" in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+async def test_updates_made_together_are_written_in_one_transaction(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "state.db") as store:
+        for index in range(10):
+            await store.ensure(f"job-{index}", "rss")
+        before = await store.version()
+
+        written = await asyncio.gather(
+            *(store.update(f"job-{index}", JobUpdate(cursor=b"%d" % index)) for index in range(10))
+        )
+
+        assert await store.version() == before + 1
+        assert [state.cursor for state in written] == [b"%d" % index for index in range(10)]
+        assert await store.all() == written
+
+
+async def test_a_locked_store_fails_every_update_of_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path, busy_timeout_s=0.05) as store:
+        await store.ensure("inbox", "dir_watch")
+        await store.ensure("feeds", "rss")
+        with raw(path) as other:
+            other.execute("BEGIN IMMEDIATE")
+
+            results = await asyncio.gather(
+                store.update("inbox", JobUpdate(cursor=b"x")),
+                store.update("feeds", JobUpdate(cursor=b"y")),
+                return_exceptions=True,
+            )
+
+            other.execute("ROLLBACK")
+        unchanged = await store.all()
+
+    assert all(isinstance(result, StoreError) for result in results)
+    assert "'inbox'" in str(results[0]) and "'feeds'" in str(results[1])
+    assert all("locked" in str(result) for result in results)
+    assert [state.cursor for state in unchanged] == [None, None]
+
+
+async def test_an_update_cancelled_before_its_batch_is_written_is_withdrawn(
+    tmp_path: Path,
+) -> None:
+    async with SqliteStore(tmp_path / "state.db") as store:
+        await store.ensure("inbox", "dir_watch")
+        await store.ensure("feeds", "rss")
+        kept = asyncio.create_task(store.update("inbox", JobUpdate(cursor=b"kept")))
+        withdrawn = asyncio.create_task(store.update("feeds", JobUpdate(cursor=b"gone")))
+        await asyncio.sleep(0)  # both wait for the batch, written on the next loop turn
+        withdrawn.cancel()
+
+        written = await kept
+        feeds = await store.get("feeds")
+
+    assert written.cursor == b"kept"
+    assert withdrawn.cancelled()
+    assert feeds is not None and feeds.cursor is None and feeds.revision == 0
+
+
+async def test_closing_the_store_writes_the_waiting_updates_first(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.ensure("inbox", "dir_watch")
+
+    written, _ = await asyncio.gather(
+        store.update("inbox", JobUpdate(cursor=b"last")), store.close()
+    )
+
+    async with SqliteStore(path) as reopened:
+        assert await reopened.get("inbox") == written
+    assert written.cursor == b"last"

@@ -121,6 +121,10 @@ class Store(ABC):
         equals ``expect_cursor``; its other fields are written either way. A tick commits its
         plugin's cursor like this, so that a cursor an operator set during the tick is kept
         (the returned state tells which cursor won).
+
+        Concurrent updates are applied in call order; a store may write those made together in
+        one transaction (``SqliteStore`` does). A caller cancelled before its change is written
+        withdraws it; a change already written stays written.
         """
 
     @abstractmethod
@@ -129,7 +133,8 @@ class Store(ABC):
 
     @abstractmethod
     async def version(self) -> int:
-        """A counter of the whole store, increased by every write from any process.
+        """A counter of the whole store, increased by every write from any process (by one for
+        several updates written in one transaction).
 
         A running service polls it (it is one cheap read) to notice changes made by the CLI or by
         another process on the same store; an unchanged number means nothing was written since.
