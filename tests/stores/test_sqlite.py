@@ -232,3 +232,53 @@ async def test_closing_the_store_writes_the_waiting_updates_first(tmp_path: Path
     async with SqliteStore(path) as reopened:
         assert await reopened.get("inbox") == written
     assert written.cursor == b"last"
+
+
+async def test_an_update_builds_on_a_write_made_meanwhile_by_another_connection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as service, SqliteStore(path) as cli:
+        await service.ensure("inbox", "dir_watch")
+        read = await service.get("inbox")
+        await cli.update("inbox", JobUpdate(paused=True, pause_reason="maintenance"))
+
+        updated = await service.update("inbox", JobUpdate(consecutive_errors=1))
+
+        assert read is not None and not read.paused
+        assert (updated.paused, updated.pause_reason, updated.revision) == (True, "maintenance", 2)
+        assert await cli.get("inbox") == updated
+
+
+async def test_a_cursor_set_by_another_connection_during_a_tick_wins_over_its_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as service, SqliteStore(path) as cli:
+        await service.ensure("inbox", "dir_watch")
+        before = await service.update("inbox", JobUpdate(cursor=b"before"))
+        await cli.update("inbox", JobUpdate(cursor=b"operator"))
+
+        committed = await service.update(
+            "inbox", JobUpdate(cursor=b"plugin", last_status="ok"), expect_cursor=before.cursor
+        )
+
+        assert (committed.cursor, committed.last_status) == (b"operator", "ok")
+        assert await cli.get("inbox") == committed
+
+
+async def test_a_reopened_store_reads_what_was_written_while_it_was_closed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    async with store:
+        await store.ensure("inbox", "dir_watch")
+        assert await store.get("inbox") is not None
+    with raw(path) as other:
+        other.execute("UPDATE jobs SET cursor = x'01', revision = 7")
+
+    async with store:
+        reread = await store.get("inbox")
+
+    assert reread is not None and (reread.cursor, reread.revision) == (b"\x01", 7)

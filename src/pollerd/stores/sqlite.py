@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,8 @@ _PAUSED = _INDEX["paused"]
 _REVISION = _INDEX["revision"]
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
 _SELECT_ONE = f"{_SELECT} WHERE job_id = ?"
+_DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits
+_state_values = operator.attrgetter(*COLUMNS)
 _INSERT = (
     f"INSERT OR REPLACE INTO {JOBS_TABLE} ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -101,6 +104,10 @@ class SqliteStore(Store):
     hold the lock for well under a millisecond. An ``update`` whose caller is cancelled before its
     batch is written is withdrawn; once written, it stays written.
 
+    Reads: the store keeps the states it read and wrote, valid as long as no other connection has
+    committed (``PRAGMA data_version`` tells, ≈ 3 µs); a write by the CLI or another process
+    empties them. ``get`` and ``update`` then skip their ``SELECT`` and the parsing of the row.
+
     Durability: ``synchronous=NORMAL`` by default. In WAL mode a committed transaction survives a
     crash of pollerd, but an OS crash or power loss may roll back the last commits (the file stays
     consistent). Such a rollback moves a cursor back and re-publishes the events since, which the
@@ -121,6 +128,8 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._writes: WriteQueue[_Write, JobState] = WriteQueue(self._write_batch)
+        self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
+        self._known_at: int | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -144,6 +153,7 @@ class SqliteStore(Store):
             conn.close()
             raise
         self._conn = conn
+        self._forget_known()
         logger.debug("opened state store %s (schema version %d)", self.path, SCHEMA_VERSION)
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -185,6 +195,7 @@ class SqliteStore(Store):
         if self._conn is not None:
             self._writes.flush()
         conn, self._conn = self._conn, None
+        self._forget_known()
         if conn is not None:
             with self._translate("close"):
                 conn.close()
@@ -192,8 +203,15 @@ class SqliteStore(Store):
     async def get(self, job_id: str) -> JobState | None:
         conn = self._connection()
         with self._translate(f"read job {job_id!r}"):
+            known = self._known_states(conn)
+            state = known.get(job_id)
+            if state is not None:
+                return state
             row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
-        return None if row is None else self._state(row)
+        if row is None:
+            return None
+        state = known[job_id] = self._state(row)
+        return state
 
     async def all(self) -> list[JobState]:
         conn = self._connection()
@@ -213,6 +231,7 @@ class SqliteStore(Store):
             state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
             conn.execute(_INSERT, _row_from_state(state))
             _bump_version(conn)
+        self._known[job_id] = state
         return state
 
     async def update(
@@ -231,11 +250,13 @@ class SqliteStore(Store):
         if conn is None:
             return [self._not_open() for _ in writes]
         results: list[JobState | Exception] = []
+        written: dict[str, JobState] = {}  # by this batch, committed with it
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                results = [self._apply(conn, write) for write in writes]
-                if any(isinstance(result, JobState) for result in results):
+                known = self._known_states(conn)
+                results = [self._apply(conn, write, known, written) for write in writes]
+                if written:
                     _bump_version(conn)
                 conn.execute("COMMIT")
             except BaseException:
@@ -243,18 +264,30 @@ class SqliteStore(Store):
                 raise
         except sqlite3.Error as exc:
             return [self._error(f"update job {write.job_id!r}", exc) for write in writes]
+        self._known.update(written)
         return results
 
-    def _apply(self, conn: sqlite3.Connection, write: _Write) -> JobState | Exception:
-        """Read the row, write only the changed columns, and build the new state from both: no
-        ``RETURNING`` (it costs more than the read) and no second parse of the row."""
-        row = conn.execute(_SELECT_ONE, (write.job_id,)).fetchone()
-        if row is None:
-            return KeyError(write.job_id)
-        try:
-            values = self._values(row)
-        except StoreError as exc:
-            return exc
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        write: _Write,
+        known: dict[str, JobState],
+        written: dict[str, JobState],
+    ) -> JobState | Exception:
+        """Take the job's state (known, or read), write only the changed columns, and build the
+        new state from both: no ``RETURNING`` (it costs more than the read) and no second parse."""
+        values: list[object]
+        state = written.get(write.job_id) or known.get(write.job_id)
+        if state is not None:
+            values = list(_state_values(state))
+        else:
+            row = conn.execute(_SELECT_ONE, (write.job_id,)).fetchone()
+            if row is None:
+                return KeyError(write.job_id)
+            try:
+                values = self._values(row)
+            except StoreError as exc:
+                return exc
         changes = write.changes
         if write.expect_cursor is not UNSET and values[_CURSOR] != write.expect_cursor:
             changes = {name: value for name, value in changes.items() if name != "cursor"}
@@ -265,11 +298,13 @@ class SqliteStore(Store):
         for name, value in changes.items():
             values[_INDEX[name]] = value
         values[_REVISION] += 1  # type: ignore[operator]
-        return JobState(*values)  # type: ignore[arg-type]
+        new = written[write.job_id] = JobState(*values)  # type: ignore[arg-type]
+        return new
 
     async def delete(self, job_id: str) -> None:
         conn = self._connection()
         self._writes.flush()  # updates that came first are written first
+        self._known.pop(job_id, None)
         with self._transaction(conn, f"delete job {job_id!r}"):
             deleted = conn.execute(f"DELETE FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,))
             if deleted.rowcount:
@@ -309,6 +344,19 @@ class SqliteStore(Store):
         if self._conn is None:
             raise self._not_open()
         return self._conn
+
+    def _known_states(self, conn: sqlite3.Connection) -> dict[str, JobState]:
+        """The states this connection read or wrote, emptied first if another connection has
+        committed since they were read."""
+        data_version = conn.execute(_DATA_VERSION).fetchone()[0]
+        if data_version != self._known_at:
+            self._known.clear()
+            self._known_at = data_version
+        return self._known
+
+    def _forget_known(self) -> None:
+        self._known.clear()
+        self._known_at = None
 
     def _not_open(self) -> StoreError:
         return StoreError(f"state store {self.path} is not open: use it inside 'async with store:'")
