@@ -113,13 +113,19 @@ class TickRunner:
                 outcome = replace(outcome, committed=True, state=new_state)
             return outcome
         duration = time.perf_counter() - started
-        outcome = base.outcome(
-            status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
+        if dry_run:
+            return base.outcome(
+                status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
+            )
+        new_state = await self._commit_success(job, state, base, reply)
+        return base.outcome(
+            status=STATUS_OK,
+            attempts=attempts[0],
+            duration_s=duration,
+            reply=reply,
+            committed=True,
+            state=new_state,
         )
-        if not dry_run:
-            new_state = await self._commit_success(job, state, outcome, reply)
-            outcome = replace(outcome, committed=True, state=new_state)
-        return outcome
 
     async def _skip_reason(self, job: JobConfig, state: JobState) -> str | None:
         if state.paused:
@@ -129,6 +135,8 @@ class TickRunner:
                 return SKIP_BROKEN
             await self.store.update(job.id, JobUpdate(broken_reason=None, broken_config_hash=None))
             logger.info("job_id=%s config changed: no longer broken", job.id)
+        if state.breaker_open_until is None:  # closed (policy.breaker_allows), the usual case
+            return None
         breaker = policy.BreakerState(
             state.consecutive_errors, state.breaker_open_until, state.breaker_cooldown_s
         )
@@ -199,7 +207,7 @@ class TickRunner:
             return await route.transport.send(request, remaining)
 
     async def _commit_success(
-        self, job: JobConfig, state: JobState, outcome: TickOutcome, reply: TickReply
+        self, job: JobConfig, state: JobState, tick: _Base, reply: TickReply
     ) -> JobState:
         now = self.clock()
         change = JobUpdate(
@@ -208,7 +216,7 @@ class TickRunner:
             last_error=None,
             last_run_at=now,
             last_success_at=now,
-            last_scheduled_at=outcome.slot,
+            last_scheduled_at=tick.slot,
             consecutive_errors=0,
             breaker_open_until=None,
             breaker_cooldown_s=None,
@@ -223,8 +231,8 @@ class TickRunner:
                 "job_id=%s plugin=%s tick_id=%s: cursor changed by an operator during the "
                 "tick; keeping it and dropping the plugin's next_cursor",
                 job.id,
-                outcome.plugin,
-                outcome.tick_id,
+                tick.plugin,
+                tick.tick_id,
             )
         return new_state
 
