@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pollerd import admin
+from pollerd import admin, views
 from pollerd.errors import PollerdError
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ class ServiceBackend:
 
     async def jobs(self) -> list[dict[str, Any]]:
         service = self._service
-        rows = await admin.job_rows(
+        rows = await views.job_rows(
             service.setup, service.store, service.clock(), service.next_runs()
         )
         return [row.to_json() for row in rows]
@@ -34,7 +34,7 @@ class ServiceBackend:
         return next((row for row in await self.jobs() if row["id"] == job_id), None)
 
     async def plugins(self) -> list[dict[str, Any]]:
-        return admin.plugin_rows(self._service.setup, self._service.supervisor)
+        return views.plugin_rows(self._service.setup, self._service.supervisor)
 
     async def pause(self, job_id: str, reason: str | None) -> dict[str, Any]:
         await admin.set_paused(self._service.store, self._job(job_id), True, reason)
@@ -51,7 +51,7 @@ class ServiceBackend:
             raise PollerdError(
                 f"job {job_id!r} has a tick running; its overlap policy skipped this one"
             )
-        return admin.outcome_json(outcome)
+        return views.outcome_json(outcome)
 
     async def set_cursor(self, job_id: str, cursor: bytes | None) -> dict[str, Any]:
         await admin.set_cursor(self._service.store, self._job(job_id), cursor)

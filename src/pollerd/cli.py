@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pollerd import admin
+from pollerd import admin, views
 from pollerd.errors import ConfigError, ManifestError, PollerdError
 from pollerd.logs import setup_logging
 
@@ -136,7 +136,7 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([row.to_json() for row in rows], indent=2))
     else:
-        print(admin.format_jobs(rows))
+        print(views.format_jobs(rows))
     return EXIT_OK
 
 
@@ -165,7 +165,7 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(admin.format_plugins(rows))
+        print(views.format_plugins(rows))
     return EXIT_OK
 
 

@@ -571,7 +571,7 @@ class Service:
 
     async def refresh_job_gauges(self) -> None:
         """Jobs by state for the metrics (paused or broken by the CLI or a plugin's reply)."""
-        from pollerd.admin import job_state
+        from pollerd.views import job_state
 
         try:
             states = {state.job_id: state for state in await self.store.all()}

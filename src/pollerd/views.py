@@ -1,0 +1,290 @@
+"""How jobs and plugins are shown: rows for `pollerd jobs` / `plugins` and the admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from pollerd.config import JobConfig
+from pollerd.manifest import Manifest
+from pollerd.runner import TickOutcome
+from pollerd.schedule import next_slots, slots_between
+from pollerd.setup import Setup
+from pollerd.stores.base import JobState, Store
+from pollerd.wire import encode_cursor, format_time
+
+if TYPE_CHECKING:
+    from pollerd.supervisor import Supervisor
+
+NEXT_RUNS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One line of `pollerd jobs`."""
+
+    id: str
+    kind: str | None
+    plugin: str | None
+    lifecycle: str | None
+    state: str  # active | paused | broken | disabled
+    schedule: str
+    timezone: str
+    next_runs: list[datetime]
+    last_status: str | None
+    last_error: str | None
+    last_run_at: datetime | None
+    last_success_at: datetime | None
+    consecutive_errors: int
+    cursor: bytes | None
+    reason: str | None  # why paused or broken
+    breaker_open_until: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "plugin": self.plugin,
+            "lifecycle": self.lifecycle,
+            "state": self.state,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "next_run_at": _time(self.next_runs[0]) if self.next_runs else None,
+            "next_runs": [_time(t) for t in self.next_runs],
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "last_run_at": _time(self.last_run_at),
+            "last_success_at": _time(self.last_success_at),
+            "consecutive_errors": self.consecutive_errors,
+            "cursor": None if self.cursor is None else encode_cursor(self.cursor),
+            "reason": self.reason,
+            "breaker_open_until": _time(self.breaker_open_until),
+        }
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
+async def job_rows(
+    setup: Setup,
+    store: Store,
+    now: datetime,
+    next_run_overrides: Mapping[str, datetime | None] | None = None,
+) -> list[JobRow]:
+    """Every configured job (runnable and broken) with its stored state, in config order."""
+    states = {state.job_id: state for state in await store.all()}
+    rows = [
+        _job_row(job, setup.router.plugin_for(job.kind), states.get(job.id), now)
+        for job in setup.jobs
+    ]
+    if next_run_overrides:
+        rows = [_override_next(row, next_run_overrides) for row in rows]
+    for broken in setup.broken:
+        state = states.get(broken.id or "")
+        rows.append(
+            JobRow(
+                id=broken.id or f"<line {broken.line}>",
+                kind=broken.kind,
+                plugin=None,
+                lifecycle=None,
+                state="broken",
+                schedule="",
+                timezone="",
+                next_runs=[],
+                last_status=state.last_status if state else None,
+                last_error=state.last_error if state else None,
+                last_run_at=state.last_run_at if state else None,
+                last_success_at=state.last_success_at if state else None,
+                consecutive_errors=state.consecutive_errors if state else 0,
+                cursor=state.cursor if state else None,
+                reason=broken.reason,
+                breaker_open_until=None,
+            )
+        )
+    return rows
+
+
+def _override_next(row: JobRow, overrides: Mapping[str, datetime | None]) -> JobRow:
+    if row.id not in overrides or row.state != "active":
+        return row
+    live = overrides[row.id]
+    if live is None:
+        return row
+    later = [t for t in row.next_runs if t > live]
+    return replace(row, next_runs=[live, *later][:NEXT_RUNS])
+
+
+def _job_row(
+    job: JobConfig, plugin: Manifest | None, state: JobState | None, now: datetime
+) -> JobRow:
+    status, reason = job_state(job, state)
+    return JobRow(
+        id=job.id,
+        kind=job.kind,
+        plugin=plugin.id if plugin else None,
+        lifecycle=plugin.lifecycle if plugin else None,
+        state=status,
+        schedule=job.schedule.describe(),
+        timezone=job.timezone.key,
+        next_runs=upcoming(job, state, now) if status == "active" else [],
+        last_status=state.last_status if state else None,
+        last_error=state.last_error if state else None,
+        last_run_at=state.last_run_at if state else None,
+        last_success_at=state.last_success_at if state else None,
+        consecutive_errors=state.consecutive_errors if state else 0,
+        cursor=state.cursor if state else None,
+        reason=reason,
+        breaker_open_until=state.breaker_open_until if state else None,
+    )
+
+
+def job_state(job: JobConfig, state: JobState | None) -> tuple[str, str | None]:
+    if not job.enabled:
+        return "disabled", None
+    if state is None:
+        return ("paused", "paused in pollers.yaml") if job.paused else ("active", None)
+    if state.broken_reason is not None and state.broken_config_hash == job.config_hash:
+        return "broken", state.broken_reason
+    if state.paused:
+        return "paused", state.pause_reason
+    return "active", None
+
+
+def upcoming(job: JobConfig, state: JobState | None, now: datetime) -> list[datetime]:
+    """The next fire slots as the scheduler will compute them (without jitter)."""
+    last = state.last_scheduled_at if state else None
+    if last is None:
+        return next_slots(job.schedule, job.timezone, now - timedelta(microseconds=1), NEXT_RUNS)
+    missed = slots_between(job.schedule, job.timezone, last, now, 1)
+    if missed and job.catchup != "skip":
+        return [now, *next_slots(job.schedule, job.timezone, now, NEXT_RUNS - 1)]
+    return next_slots(job.schedule, job.timezone, max(now, last), NEXT_RUNS, anchor=last)
+
+
+def outcome_json(outcome: TickOutcome) -> dict[str, Any]:
+    reply = outcome.reply
+    return {
+        "job_id": outcome.job_id,
+        "tick_id": outcome.tick_id,
+        "plugin": outcome.plugin,
+        "status": "skipped" if outcome.skipped else outcome.status,
+        "skipped": outcome.skipped,
+        "attempts": outcome.attempts,
+        "duration_s": round(outcome.duration_s, 6),
+        "error": outcome.error,
+        "committed": outcome.committed,
+        "reply": None
+        if reply is None
+        else {
+            "next_cursor": None if reply.next_cursor is None else encode_cursor(reply.next_cursor),
+            "next_interval_secs": reply.next_interval_secs,
+            "metrics": dict(reply.metrics),
+            "events": [{"id": e.id, "data": e.data} for e in reply.events],
+        },
+    }
+
+
+def plugin_rows(setup: Setup, supervisor: Supervisor | None = None) -> list[dict[str, Any]]:
+    """Plugins with their supervised state (``stopped`` when the service is not running)."""
+    rows = []
+    for m in setup.router.plugins():
+        status = supervisor.status(m.id) if supervisor else None
+        if status is not None:
+            state, restarts, last_exit, reason = (
+                status.state.value,
+                status.restarts,
+                status.last_exit,
+                status.reason,
+            )
+        else:
+            external = m.lifecycle == "long_lived" and m.entrypoint is None
+            state = (
+                "external"
+                if external
+                else ("on_demand" if m.lifecycle == "ephemeral" else "stopped")
+            )
+            restarts, last_exit, reason = 0, None, None
+        rows.append(
+            {
+                "id": m.id,
+                "version": m.version,
+                "kinds": list(m.kinds),
+                "lifecycle": m.lifecycle,
+                "state": state,
+                "restarts": restarts,
+                "last_exit": last_exit,
+                "reason": reason,
+                "pid": status.pid if status else None,
+                "manifest": str(m.path),
+            }
+        )
+    return rows
+
+
+def format_plugins(rows: list[dict[str, Any]]) -> str:
+    header = ("ID", "KINDS", "LIFECYCLE", "STATE", "RESTARTS", "LAST EXIT")
+    body = [
+        (
+            r["id"],
+            ",".join(r["kinds"]),
+            r["lifecycle"],
+            r["state"],
+            str(r["restarts"]),
+            r["last_exit"] or "-",
+        )
+        for r in rows
+    ]
+    lines = [_table(header, body)]
+    for row in rows:
+        if row.get("reason"):
+            lines.append(f"  {row['id']}: " + str(row["reason"]).replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+def format_jobs(rows: list[JobRow]) -> str:
+    header = ("ID", "KIND", "PLUGIN", "STATE", "SCHEDULE", "NEXT RUNS", "LAST", "ERRORS", "CURSOR")
+    body = []
+    for row in rows:
+        zone = row.timezone or "UTC"
+        nexts = ", ".join(_local(t, zone) for t in row.next_runs) or "-"
+        last = row.last_status or "-"
+        if row.last_run_at:
+            last += f" at {_local(row.last_run_at, zone)}"
+        cursor_text = "-" if row.cursor is None else f"{len(row.cursor)} B"
+        body.append(
+            (
+                row.id,
+                row.kind or "?",
+                row.plugin or "-",
+                row.state,
+                row.schedule or "-",
+                nexts,
+                last,
+                str(row.consecutive_errors),
+                cursor_text,
+            )
+        )
+    lines = [_table(header, body)]
+    for row in rows:
+        if row.reason or row.last_error:
+            lines.append(f"  {row.id}: {row.reason or row.last_error}")
+    return "\n".join(lines)
+
+
+def _local(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M:%S")
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
