@@ -64,9 +64,7 @@ STARTUP_GOAL = 1.3
 IMPORT_RUNS = 7
 IMPORT_ORDER = {  # module → who needs it
     "json": "all that raw_echo.py imports",
-    "dataclasses": "with inspect, ast, dis, tokenize: pollerd.wire's and the SDK's value types",
-    "typing": "pollerd.wire, the SDK (Any, TypeVar, TYPE_CHECKING, BinaryIO)",
-    "pollerd.sdk": "the rest: datetime, base64, errors, wire, the SDK's own modules",
+    "pollerd.sdk": "the SDK: errors, wire (slotted value types, binascii, _datetime), its modules",
     "asyncio": "only for an async def handler",
 }
 EXCHANGE_TIMEOUT_S = 30.0

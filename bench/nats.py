@@ -57,7 +57,7 @@ from nats.js import api
 
 from pollerd.manifest import DEFAULT_SUBJECT_ROOT
 from pollerd.natsconn import connect
-from pollerd.service import Service
+from pollerd.service import Service, tune_gc
 from pollerd.setup import load_setup
 from pollerd.stores.base import JobUpdate
 from pollerd.supervisor import PluginState
@@ -269,6 +269,7 @@ async def run(concurrency: int, seconds: float, rounds: int) -> list[Variant]:
                 status = service.supervisor.status(PLUGIN_ID)
                 if status is None or status.state is not PluginState.RUNNING:
                     raise RuntimeError(f"the SDK plugin is not running: {status}")
+                tune_gc()  # as run_service does once the service is up
                 server_pid = child_pid(NATS_SERVER)
                 if server_pid is None:
                     raise RuntimeError("cannot find the embedded nats-server among the children")

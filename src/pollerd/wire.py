@@ -76,10 +76,11 @@ def _preview(text: object, limit: int = 60) -> str:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with millisecond precision and a ``Z``."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is None or moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    # isoformat is about twice as fast as strftime; four times per tick, it shows.
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+    return text[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:
