@@ -66,6 +66,27 @@ def plan_reload(old: Setup, new: Setup) -> ReloadPlan:
     )
 
 
+# Service settings a reload does not apply: they need a restart of pollerd.
+RESTART_FIELDS = (
+    ("nats", "nats"),
+    ("store", "store"),
+    ("state_dir", "state_dir"),
+    ("plugin_dirs", "plugins"),
+    ("http", "http"),
+    ("shutdown_grace_s", "shutdown_grace"),
+    ("max_cursor_bytes", "max_cursor_bytes"),
+)
+
+
+def restart_needed(old: Setup, new: Setup) -> list[str]:
+    """The top-level settings that changed on disk and apply only after a restart."""
+    return [
+        key
+        for attr, key in RESTART_FIELDS
+        if getattr(old.config, attr) != getattr(new.config, attr)
+    ]
+
+
 def _plugin_of(setup: Setup, job: JobConfig) -> str | None:
     manifest = setup.router.plugin_for(job.kind)
     return manifest.id if manifest else None

@@ -26,7 +26,7 @@ from pollerd.manifest import Manifest
 from pollerd.metrics import Metrics
 from pollerd.natsconn import connect, connect_from_config
 from pollerd.natsserver import EmbeddedNatsServer
-from pollerd.reload import ReloadPlan, plan_reload
+from pollerd.reload import ReloadPlan, plan_reload, restart_needed
 from pollerd.runner import Route, TickOutcome, TickRunner
 from pollerd.schedule import EverySchedule, slots_between, utc_now
 from pollerd.scheduler import Scheduler
@@ -459,6 +459,13 @@ class Service:
             if breaking:
                 return self._refuse_reload("\n".join(breaking))
             plan = plan_reload(self.setup, new)
+            pending = restart_needed(self.setup, new)
+            if pending:
+                logger.warning(
+                    "pollers.yaml changed %s: these apply after a restart of pollerd; the jobs "
+                    "and plugins are reloaded now",
+                    ", ".join(pending),
+                )
             try:
                 await self._apply(plan, new)
             except PollerdError as exc:
@@ -470,7 +477,7 @@ class Service:
             self.metrics.config_reloaded(True)
             if not plan.empty:
                 logger.info("config reloaded: %s", plan.summary())
-            return {"ok": True, "error": None, **plan.summary()}
+            return {"ok": True, "error": None, "restart_needed": pending, **plan.summary()}
 
     def _refuse_reload(self, error: str) -> dict[str, object]:
         self.config_error = error
