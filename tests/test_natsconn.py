@@ -29,6 +29,26 @@ async def test_connect_to_a_closed_port_fails_at_once_saying_where() -> None:
     assert "is nats-server running" in str(failed.value)
 
 
+async def test_a_server_list_connects_to_the_one_that_is_up_whatever_the_order(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    down = f"nats://127.0.0.1:{free_port()}"
+    for _ in range(4):  # nats-py shuffles the list: the dead server is often tried first
+        client = await asyncio.wait_for(
+            natsconn.connect(f"{down}, {nats_server.url}", name="t"), FAIL_FAST_BOUND_S
+        )
+        try:
+            assert client.is_connected
+        finally:
+            await client.close()
+
+
+async def test_a_server_list_with_every_server_down_fails_at_once() -> None:
+    urls = [f"nats://127.0.0.1:{free_port()}" for _ in range(2)]
+    with pytest.raises(NatsError):
+        await asyncio.wait_for(natsconn.connect(",".join(urls), name="t"), FAIL_FAST_BOUND_S)
+
+
 @pytest.mark.nats
 async def test_connect_with_a_wrong_token_fails_naming_the_credentials(tmp_path: Path) -> None:
     async with EmbeddedNatsServer(tmp_path, token="right") as server:

@@ -67,9 +67,11 @@ def redact_url(url: str) -> str:
 class _ConnectionEvents:
     """The client callbacks: one log line per state change, never a traceback."""
 
-    def __init__(self, name: str, where: str) -> None:
+    def __init__(self, name: str, where: str, servers: int = 1) -> None:
         self.name = name
         self.where = where
+        self.servers = servers  # the first connect tries each server once before giving up
+        self.first_failures = 0
         self.client: Client | None = None
         self.connected = False
         self.abandoned = False  # the first connect failed: errors while closing are noise
@@ -81,7 +83,11 @@ class _ConnectionEvents:
             logger.debug("NATS %r (%s) while closing: %s", self.name, self.where, exc)
             return
         if not self.connected:
-            raise _FirstConnectFailedError(exc)
+            self.first_failures += 1
+            if self.first_failures >= self.servers:
+                raise _FirstConnectFailedError(exc)
+            logger.debug("NATS %r: a server of %s refused: %s", self.name, self.where, exc)
+            return
         if self.client is not None and self.client.is_reconnecting:
             self.failed_attempts += 1
             logger.debug("NATS %r: reconnect to %s failed: %s", self.name, self.where, exc)
@@ -179,12 +185,13 @@ async def connect(
         "user_credentials": None if creds is None else os.fspath(creds),
         "tls": build_tls_context(tls_ca, tls_cert, tls_key),
     }
-    events = _ConnectionEvents(name, where)
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    events = _ConnectionEvents(name, where, len(servers))
     client = Client()
     events.client = client
     try:
         await client.connect(
-            servers=[part.strip() for part in url.split(",") if part.strip()],
+            servers=servers,
             error_cb=events.on_error,
             disconnected_cb=events.on_disconnected,
             reconnected_cb=events.on_reconnected,
