@@ -21,7 +21,7 @@ from pollerd.views import (
 from pollerd.wire import encode_cursor
 
 if TYPE_CHECKING:
-    pass
+    from contextlib import AsyncExitStack as ExitStackLike
 
 LIVE_TICK_MARGIN_S = 5.0  # how much longer than a tick may take `pollerd tick` waits for it
 
@@ -212,7 +212,7 @@ async def print_events(setup: Setup, *, job_id: str | None, follow: bool) -> Non
     async with AsyncExitStack() as stack:
         nats_config = setup.config.nats
         if nats_config.embedded:
-            url = await _running_nats_url(setup)
+            url = _running_nats_url(setup, stack)
             if url is None:
                 server = EmbeddedNatsServer(setup.config.state_dir / "nats")
                 await stack.enter_async_context(server)
@@ -236,18 +236,17 @@ async def print_events(setup: Setup, *, job_id: str | None, follow: bool) -> Non
             )
 
 
-async def _running_nats_url(setup: Setup) -> str | None:
-    """The embedded server's URL when the service runs (it writes it into the state dir)."""
-    from pathlib import Path
+def _running_nats_url(setup: Setup, stack: ExitStackLike) -> str | None:
+    """The embedded server's URL while a service runs on this state dir (it holds the state
+    lock and writes the URL next to the server's data). Otherwise None, and the state lock is
+    taken on ``stack`` so no service starts on the data while the caller reads it."""
+    from pollerd.statelock import StateLock, StateLockedError
 
-    marker = Path(setup.config.state_dir) / "nats" / "url"
     try:
-        url = marker.read_text().strip()
-    except OSError:
-        return None
-    from pollerd.adminclient import service_is_up
-
-    http = setup.config.http
-    if http.enabled and await service_is_up(http.host, http.port):
-        return url or None
+        stack.enter_context(StateLock(setup.config.state_dir))
+    except StateLockedError:
+        try:
+            return (setup.config.state_dir / "nats" / "url").read_text().strip() or None
+        except OSError:
+            return None
     return None
