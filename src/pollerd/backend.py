@@ -45,9 +45,14 @@ class ServiceBackend:
         return await self._row(job_id)
 
     async def tick(self, job_id: str, *, dry_run: bool = False) -> dict[str, Any]:
-        self._job(job_id)
+        job = self._job(job_id)
         outcome = await self._service.tick_now(job_id, dry_run=dry_run)
         if outcome is None:
+            if job.overlap == "buffer_one":
+                raise PollerdError(
+                    f"job {job_id!r} has a tick running; this one is buffered (overlap: "
+                    "buffer_one) and runs when it ends, unless a slot is buffered already"
+                )
             raise PollerdError(
                 f"job {job_id!r} has a tick running; its overlap policy skipped this one"
             )
