@@ -106,7 +106,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pollerd.service import run_service
+    from pollerd.runtime import run_service
 
     setup = _load(args)
     asyncio.run(run_service(setup, os.environ))

