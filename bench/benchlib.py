@@ -9,6 +9,7 @@ import shutil
 import statistics
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ P50 = 50
 P99 = 99
 MS = 1000.0
 RULE_WIDTH = 78
+CURSOR = b"bench-cursor"
 
 
 def percentile(samples: Sequence[float], pct: int) -> float:
@@ -161,3 +163,23 @@ def child_pid(name: str) -> int | None:
             if name.encode() in cmdline:
                 return int(pid)
     return None
+
+
+def request_frame(job_id: str, kind: str, now: datetime | None = None) -> bytes:
+    """A request line of the kind pollerd writes for a job (same fields and sizes)."""
+    from pollerd.wire import TickRequest  # after _bench_dir_last: see the module docstring
+
+    now = now or datetime.now(UTC)
+    return TickRequest(
+        kind=kind,
+        job_id=job_id,
+        tick_id=f"{job_id}@{now.isoformat()}",
+        attempt=1,
+        agent_id="",
+        cursor=CURSOR,
+        config={},
+        now=now,
+        scheduled_at=now,
+        deadline=now + timedelta(seconds=30),
+        interval_hint_secs=3600.0,
+    ).encode()

@@ -26,14 +26,16 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats package
+    CURSOR,
     P50,
     header,
     percentile,
     python,
+    request_frame,
     section,
     times_line,
     verdict,
@@ -46,7 +48,6 @@ from pollerd.service import Service
 from pollerd.setup import load_setup
 from pollerd.stores.base import JobUpdate
 from pollerd.transports.subprocess import pidfd_child_watcher, plugin_environ
-from pollerd.wire import TickRequest
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ KIND = "echo"
 PLUGIN_ID = "echo"
 RAW_PROGRAM = "raw_echo.py"
 SDK_PROGRAM = "sdk_echo.py"
-CURSOR = b"bench-cursor"
 DEFAULT_TICKS = 150
 DEFAULT_STARTUPS = 100
 WARMUP = 5
@@ -116,23 +116,6 @@ async def measure(variants: Sequence[Variant], rounds: int) -> None:
                 variant.samples.append(elapsed)
 
 
-def request_frame(now: datetime) -> bytes:
-    """The kind of request line pollerd writes for the job (same fields and sizes)."""
-    return TickRequest(
-        kind=KIND,
-        job_id=JOB_ID,
-        tick_id=f"{JOB_ID}@{now.isoformat()}",
-        attempt=1,
-        agent_id="",
-        cursor=CURSOR,
-        config={},
-        now=now,
-        scheduled_at=now,
-        deadline=now + timedelta(seconds=30),
-        interval_hint_secs=3600.0,
-    ).encode()
-
-
 async def bench_ticks(root: Path, environ: Mapping[str, str], ticks: int) -> list[Variant]:
     folder = root / "plugins" / PLUGIN_ID
     write_plugin(
@@ -147,7 +130,7 @@ async def bench_ticks(root: Path, environ: Mapping[str, str], ticks: int) -> lis
     # The same environment the transport builds (allow-list empty, plus POLLERD_CONFIG_DIR).
     env = plugin_environ(PLUGIN_ID, [], environ, {"POLLERD_CONFIG_DIR": str(root)})
     argv = [python(), RAW_PROGRAM]
-    frame = request_frame(datetime.now(UTC))
+    frame = request_frame(JOB_ID, KIND)
     service = Service(
         setup, environ=environ, schedule=False, http=False, publisher=MemoryEventPublisher()
     )
@@ -181,7 +164,7 @@ async def bench_startup(root: Path, environ: Mapping[str, str], startups: int) -
         (folder / program).write_bytes((Path(__file__).parent / "plugins" / program).read_bytes())
     env = plugin_environ("bench", [], environ, {"POLLERD_CONFIG_DIR": str(root)})
     now = datetime.now(UTC)
-    sync_frame = request_frame(now)
+    sync_frame = request_frame(JOB_ID, KIND, now)
     async_frame = sync_frame.replace(b'"kind":"echo"', b'"kind":"echo_async"')
 
     def exchange(program: str, frame: bytes) -> Callable[[], Awaitable[None]]:

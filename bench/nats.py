@@ -33,10 +33,10 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats package
+    CURSOR,
     MS,
     P50,
     P99,
@@ -47,6 +47,7 @@ from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats 
     percentile,
     process_cpu_s,
     python,
+    request_frame,
     section,
     verdict,
     write_config,
@@ -57,13 +58,13 @@ from nats.js import api
 
 from pollerd.manifest import DEFAULT_SUBJECT_ROOT
 from pollerd.natsconn import connect
-from pollerd.service import Service, tune_gc
+from pollerd.runtime import tune_gc
+from pollerd.service import Service
 from pollerd.setup import load_setup
 from pollerd.stores.base import JobUpdate
 from pollerd.supervisor import PluginState
 from pollerd.transports.nats import tick_subject
 from pollerd.transports.subprocess import pidfd_child_watcher
-from pollerd.wire import TickRequest
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,6 @@ SDK_PROGRAM = "sdk_echo.py"
 RAW_PROGRAM = "raw_responder.py"
 RAW_SUBJECT = "bench.raw.tick"
 RAW_EVENT_SUBJECT = "pollerd.events.raw.bench"  # inside POLLERD_EVENTS, like pollerd's events
-CURSOR = b"bench-cursor"
 DEFAULT_CONCURRENCY = 64
 DEFAULT_SECONDS = 2.5
 DEFAULT_ROUNDS = 4
@@ -160,23 +160,6 @@ async def measure(
             for name, cpu_s in result.cpu_s.items():
                 variant.cpu_per_op_s.setdefault(name, []).append(cpu_s / ops)
             variant.cores_busy.append(sum(result.cpu_s.values()) / result.wall_s)
-
-
-def request_frame(job_id: str, kind: str) -> bytes:
-    now = datetime.now(UTC)
-    return TickRequest(
-        kind=kind,
-        job_id=job_id,
-        tick_id=f"{job_id}@{now.isoformat()}",
-        attempt=1,
-        agent_id="",
-        cursor=CURSOR,
-        config={},
-        now=now,
-        scheduled_at=now,
-        deadline=now + timedelta(seconds=30),
-        interval_hint_secs=3600.0,
-    ).encode()
 
 
 class RawResponder:
