@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from conftest import FIXTURES_DIR, Spawn, free_port, long_lived_env, wait_for_condition
+from conftest import (
+    FIXTURES_DIR,
+    NATS_PLUGINS_DIR,
+    Spawn,
+    free_port,
+    long_lived_env,
+    wait_for_condition,
+)
 from pollerd.adminclient import call
 from pollerd.errors import ErrorClass
 from pollerd.natsserver import EmbeddedNatsServer
@@ -33,7 +40,7 @@ pytestmark = pytest.mark.nats
 
 LONGLIVED_DIR = FIXTURES_DIR / "longlived"
 SDK_PLUGIN = LONGLIVED_DIR / "sdk_plugin.py"
-RAW_PLUGIN = LONGLIVED_DIR / "raw_plugin.py"
+RAW_PLUGIN = NATS_PLUGINS_DIR / "raw_plugin.py"
 CRASH_PLUGIN = LONGLIVED_DIR / "crash_at_start.py"
 ENTERED_SUFFIX = ".entered"  # what sdk_plugin.py renames its arm file to inside the handler
 
