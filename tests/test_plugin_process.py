@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -167,3 +168,22 @@ async def test_stopping_a_plugin_that_already_exited_returns_its_code_and_its_la
     assert returncode == 3
     assert len(process.stderr_tail) == 10
     assert process.stderr_tail[-1] == "start-up line 12"
+
+
+LEAVES_A_CHILD = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+"""
+
+
+async def test_an_exit_is_seen_at_once_even_when_a_child_keeps_the_pipes_open(
+    tmp_path: Path,
+) -> None:
+    process = await PluginProcess.spawn(
+        "leaver", [sys.executable, "-c", LEAVES_A_CHILD], cwd=tmp_path, env={}
+    )
+    code = await asyncio.wait_for(process.exited, 10.0)  # not when the child's 60 s are up
+    returncode = await process.stop(1.0)
+
+    assert code == 0 and returncode == 0

@@ -37,6 +37,7 @@ PDEATHSIG_SIGNAL = "TERM"
 STDERR_TAIL_LINES = 10
 PIPE_EOF_WAIT_S = 1.0
 KILL_WAIT_S = 5.0
+STREAM_LIMIT = 2**16  # the buffer limit create_subprocess_exec uses
 
 
 def describe_exit(returncode: int) -> str:
@@ -132,17 +133,51 @@ async def _drain(
             tail.append(text)
 
 
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The stream protocol of ``create_subprocess_exec``, plus a future of the exit code.
+
+    On Python 3.11 ``Process.wait()`` returns only once the process has exited *and* its pipes
+    are closed: a child the plugin left behind holding stderr would hide the plugin's exit. The
+    protocol hears of the exit itself as soon as the child watcher reaps the process.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exit_code: asyncio.Future[int] = loop.create_future()
+        self._exit_transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if isinstance(transport, asyncio.SubprocessTransport):
+            self._exit_transport = transport
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        code = self._exit_transport.get_returncode() if self._exit_transport else None
+        if not self.exit_code.done():
+            self.exit_code.set_result(code if code is not None else -1)
+
+
 class PluginProcess:
     """A started plugin with the tasks that reap it and drain its pipes; ``stop()`` ends them all.
 
-    ``exited`` is the task that resolves to the return code when the process ends.
+    ``exited`` is the future of the return code, resolved as soon as the process ends.
     """
 
-    def __init__(self, plugin_id: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        plugin_id: str,
+        process: asyncio.subprocess.Process,
+        exit_code: asyncio.Future[int] | None = None,
+    ) -> None:
         self.plugin_id = plugin_id
         self._process = process
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.exited = asyncio.create_task(process.wait(), name=f"pollerd-reap-{plugin_id}")
+        self.exited: asyncio.Future[int] = (
+            exit_code
+            if exit_code is not None
+            else asyncio.create_task(process.wait(), name=f"pollerd-reap-{plugin_id}")
+        )
         self._pipes = [
             asyncio.create_task(
                 _drain(process.stdout, plugin_id, None), name=f"pollerd-stdout-{plugin_id}"
@@ -158,7 +193,9 @@ class PluginProcess:
         cls, plugin_id: str, argv: list[str], *, cwd: Path, env: Mapping[str, str]
     ) -> Self:
         """Start ``argv`` in a session of its own; ``OSError`` when it cannot be started."""
-        process = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitProtocol(STREAM_LIMIT, loop),
             *argv,
             cwd=cwd,
             env=dict(env),
@@ -167,7 +204,8 @@ class PluginProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        return cls(plugin_id, process)
+        process = asyncio.subprocess.Process(transport, protocol, loop)
+        return cls(plugin_id, process, protocol.exit_code)
 
     @property
     def pid(self) -> int:

@@ -279,8 +279,9 @@ class _PluginRunner:
         """None once the service answers INFO with the right kinds; else why it did not."""
         probe = asyncio.create_task(self._probe_info(), name=f"pollerd-probe-{self.plugin_id}")
         try:
+            waited: set[asyncio.Future[Any]] = {probe, process.exited}
             await asyncio.wait(
-                {probe, process.exited},
+                waited,
                 timeout=self._s.start_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
