@@ -43,9 +43,9 @@ from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats 
     write_plugin,
 )
 
-from pollerd.events import MemoryEventPublisher
-from pollerd.service import Service
-from pollerd.setup import load_setup
+from pollerd.config.setup import load_setup
+from pollerd.engine.events import MemoryEventPublisher
+from pollerd.service.core import Service
 from pollerd.stores.base import JobUpdate
 from pollerd.transports.subprocess import pidfd_child_watcher, plugin_environ
 

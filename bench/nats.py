@@ -56,13 +56,13 @@ from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats 
 from nats.aio.client import Client
 from nats.js import api
 
-from pollerd.manifest import DEFAULT_SUBJECT_ROOT
-from pollerd.natsconn import connect
-from pollerd.runtime import tune_gc
-from pollerd.service import Service
-from pollerd.setup import load_setup
+from pollerd.config.manifest import DEFAULT_SUBJECT_ROOT
+from pollerd.config.setup import load_setup
+from pollerd.natsio.connection import connect
+from pollerd.service.core import Service
+from pollerd.service.runtime import tune_gc
 from pollerd.stores.base import JobUpdate
-from pollerd.supervisor import PluginState
+from pollerd.supervision.supervisor import PluginState
 from pollerd.transports.nats import tick_subject
 from pollerd.transports.subprocess import pidfd_child_watcher
 

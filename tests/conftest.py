@@ -16,8 +16,8 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from pollerd import natsconn
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio import connection as natsconn
+from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.wire import TickRequest
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from pollerd.adminclient import base_url, call, service_is_up
 from pollerd.errors import PollerdError
-from pollerd.http import AdminServer
-from pollerd.metrics import Metrics
+from pollerd.ops.adminclient import base_url, call, service_is_up
+from pollerd.ops.http import AdminServer
+from pollerd.ops.metrics import Metrics
 
 TOKEN = "s3cret"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pollerd.config import BreakerPolicy, RetryPolicy, ServiceConfig, load_config
+from pollerd.config.pollers import BreakerPolicy, RetryPolicy, ServiceConfig, load_config
+from pollerd.config.schedule import AtSchedule, CronSchedule, EverySchedule
 from pollerd.errors import ConfigError
-from pollerd.schedule import AtSchedule, CronSchedule, EverySchedule
 
 
 def write(tmp_path: Path, text: str, name: str = "pollers.yaml") -> Path:

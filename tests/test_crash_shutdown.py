@@ -19,9 +19,9 @@ from fixtures.semantics.kit import (
     write_config,
     write_plugin,
 )
-from pollerd.events_jetstream import read_events
-from pollerd.natsserver import EmbeddedNatsServer
-from pollerd.service import FAULT_EXIT_AFTER_PUBLISH, FAULT_EXIT_CODE
+from pollerd.natsio.jetstream import read_events
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.service.core import FAULT_EXIT_AFTER_PUBLISH, FAULT_EXIT_CODE
 
 EVENTS_PER_TICK = 2
 

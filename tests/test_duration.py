@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pollerd.duration import format_duration, parse_duration
+from pollerd.config.duration import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pollerd.service import Service
-from pollerd.setup import load_setup
+from pollerd.config.setup import load_setup
+from pollerd.service.core import Service
 
 REPO = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT_S = 60.0

@@ -15,8 +15,8 @@ from fixtures.semantics.kit import (
     write_config,
     write_plugin,
 )
-from pollerd.backend import ServiceBackend
-from pollerd.service import Service
+from pollerd.service.backend import ServiceBackend
+from pollerd.service.core import Service
 
 PERMANENT = -32002
 CONFIG = -32602

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pollerd.errors import PollerdError
-from pollerd.http import AdminServer, HttpError, check_authorization, parse_cursor_body
-from pollerd.metrics import Metrics
+from pollerd.ops.http import AdminServer, HttpError, check_authorization, parse_cursor_body
+from pollerd.ops.metrics import Metrics
 
 TOKEN = "s3cret"
 

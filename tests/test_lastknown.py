@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pollerd.lastknown import admin_address
+from pollerd.ops.lastknown import admin_address
 
 DEFAULT = ("127.0.0.1", 9180)
 

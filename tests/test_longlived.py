@@ -26,14 +26,14 @@ from conftest import (
     long_lived_env,
     wait_for_condition,
 )
-from pollerd.adminclient import call
+from pollerd.config.setup import load_setup
+from pollerd.engine.runner import TickOutcome
 from pollerd.errors import ErrorClass
-from pollerd.natsserver import EmbeddedNatsServer
-from pollerd.runner import TickOutcome
-from pollerd.service import Service
-from pollerd.setup import load_setup
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.ops.adminclient import call
+from pollerd.service.core import Service
 from pollerd.stores.base import JobState, JobUpdate
-from pollerd.supervisor import PluginState, PluginStatus
+from pollerd.supervision.supervisor import PluginState, PluginStatus
 from pollerd.wire import encode_cursor
 
 pytestmark = pytest.mark.nats

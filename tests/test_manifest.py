@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from pollerd.config.manifest import Entrypoint, Manifest, discover_manifests, load_manifest
 from pollerd.errors import ManifestError
-from pollerd.manifest import Entrypoint, Manifest, discover_manifests, load_manifest
 
 FEEDS = """
 [plugin]

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pollerd.metrics import JOB_STATES, PLUGIN_STATES, Metrics
+from pollerd.ops.metrics import JOB_STATES, PLUGIN_STATES, Metrics
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:

@@ -12,9 +12,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from conftest import free_port, wait_for_condition
-from pollerd import natsconn
 from pollerd.errors import NatsError
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio import connection as natsconn
+from pollerd.natsio.server import EmbeddedNatsServer
 
 # Generous bounds: the first connect must fail long before nats-py's default two-minute retry.
 FAIL_FAST_BOUND_S = 10.0
@@ -63,7 +63,7 @@ async def test_connect_with_a_wrong_token_fails_naming_the_credentials(tmp_path:
 async def test_connection_comes_back_after_the_server_restarts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pollerd.natsconn")
+    caplog.set_level(logging.INFO, logger="pollerd.natsio.connection")
     server = EmbeddedNatsServer(tmp_path)
     await server.start()
     nc = await natsconn.connect(server.url, name="t")

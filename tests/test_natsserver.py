@@ -13,9 +13,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from conftest import NATS_PLUGINS_DIR, process_exists, wait_process_gone
-from pollerd import natsconn
 from pollerd.errors import NatsError
-from pollerd.natsserver import EmbeddedNatsServer, find_executable, render_config
+from pollerd.natsio import connection as natsconn
+from pollerd.natsio.server import EmbeddedNatsServer, find_executable, render_config
 
 pytestmark = pytest.mark.nats
 

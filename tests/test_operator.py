@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES_DIR, free_port, wait_for_condition
-from pollerd.adminclient import call
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.ops.adminclient import call
 from pollerd.wire import decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.slow

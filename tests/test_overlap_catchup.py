@@ -21,7 +21,7 @@ from fixtures.semantics.kit import (
     write_config,
     write_plugin,
 )
-from pollerd.service import Service
+from pollerd.service.core import Service
 from pollerd.wire import format_time, parse_time
 
 INTERVAL_S = 0.4

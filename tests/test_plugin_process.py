@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES_DIR, process_exists, wait_for_condition
+from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import SupervisorError
-from pollerd.manifest import Entrypoint, Manifest
-from pollerd.plugin_process import (
+from pollerd.supervision.plugin_process import (
     PluginProcess,
     describe_exit,
     plugin_command,

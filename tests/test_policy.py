@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import tenacity
 
-from pollerd import policy
-from pollerd.policy import BreakerState
+from pollerd.engine import policy
+from pollerd.engine.policy import BreakerState
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 

@@ -23,8 +23,8 @@ from fixtures.semantics.kit import (
     write_config,
     write_plugin,
 )
-from pollerd.adminclient import call
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.ops.adminclient import call
 
 INTERVAL = "300ms"
 RELOAD_WITHIN_S = 2.0

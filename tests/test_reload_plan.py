@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pollerd.reload import plan_reload, restart_needed
-from pollerd.setup import Setup, load_setup
+from pollerd.config.reload import plan_reload, restart_needed
+from pollerd.config.setup import Setup, load_setup
 
 MANIFEST = """
 [plugin]

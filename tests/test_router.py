@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pollerd.config import load_config
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import load_config
+from pollerd.config.router import PluginPollerRouter, resolve_jobs
+from pollerd.config.setup import load_setup
 from pollerd.errors import ConfigError, DuplicateKindError, ManifestError
-from pollerd.manifest import Manifest
-from pollerd.router import PluginPollerRouter, resolve_jobs
-from pollerd.setup import load_setup
 
 
 def manifest(plugin_id: str, *kinds: str, folder: str | None = None) -> Manifest:

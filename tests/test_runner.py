@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from pollerd.config import JobConfig, RetryPolicy
+from pollerd.config.pollers import JobConfig, RetryPolicy
+from pollerd.config.schedule import EverySchedule
+from pollerd.engine.events import MemoryEventPublisher
+from pollerd.engine.runner import Route, TickRunner
 from pollerd.errors import ErrorClass
-from pollerd.events import MemoryEventPublisher
-from pollerd.runner import Route, TickRunner
-from pollerd.schedule import EverySchedule
 from pollerd.stores.base import JobState, JobUpdate
 from pollerd.stores.memory import MemoryStore
 from pollerd.transports.base import Transport

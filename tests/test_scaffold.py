@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from pollerd.manifest import load_manifest
-from pollerd.scaffold import ScaffoldError, check_names, default_kind, render_plugin, write_plugin
+from pollerd.config.manifest import load_manifest
+from pollerd.ops.scaffold import (
+    ScaffoldError,
+    check_names,
+    default_kind,
+    render_plugin,
+    write_plugin,
+)
 from pollerd.wire import encode_cursor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from pollerd.schedule import (
+from pollerd.config.schedule import (
     AtSchedule,
     CronSchedule,
     EverySchedule,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pollerd.schedule import AtSchedule, EverySchedule, jitter_offset_s, utc_now
-from pollerd.scheduler import Scheduler
+from pollerd.config.schedule import AtSchedule, EverySchedule, jitter_offset_s, utc_now
+from pollerd.engine.scheduler import Scheduler
 
 TAKE_TIMEOUT_S = 5.0
 TICK = timedelta(milliseconds=50)
@@ -239,7 +239,7 @@ async def test_a_failing_callback_is_logged_and_scheduling_goes_on(
         scheduler.add("inbox", FAST, UTC, after=anchor, anchor=anchor)
         got = await slots.take(2)
     assert got == grid(anchor, TICK, 2, 2)
-    failures = [r for r in caplog.records if r.name == "pollerd.scheduler" and r.exc_info]
+    failures = [r for r in caplog.records if r.name == "pollerd.engine.scheduler" and r.exc_info]
     assert len(failures) == 1
     assert "job_id=inbox" in failures[0].getMessage()
 

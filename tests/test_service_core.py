@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pollerd.events import MemoryEventPublisher
-from pollerd.runner import TickOutcome
-from pollerd.service import Service
-from pollerd.setup import load_setup
+from pollerd.config.setup import load_setup
+from pollerd.engine.events import MemoryEventPublisher
+from pollerd.engine.runner import TickOutcome
+from pollerd.service.core import Service
 from pollerd.stores.base import JobState, JobUpdate
 from pollerd.wire import encode_cursor
 

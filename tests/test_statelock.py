@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pollerd.statelock import StateLock, StateLockedError
+from pollerd.stores.statelock import StateLock, StateLockedError
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from pollerd.statelock import StateLock
+from pollerd.stores.statelock import StateLock
 with StateLock(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.readline()

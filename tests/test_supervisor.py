@@ -17,10 +17,10 @@ from nats.errors import NoRespondersError
 
 from conftest import FIXTURES_DIR, make_tick_request, process_exists, wait_process_gone
 from pollerd import wire
+from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import SupervisorError, TickTimeoutError
-from pollerd.manifest import Entrypoint, Manifest
-from pollerd.natsserver import EmbeddedNatsServer
-from pollerd.supervisor import (
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.supervision.supervisor import (
     PluginState,
     PluginStatus,
     Supervisor,

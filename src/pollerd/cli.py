@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -12,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pollerd import admin, views
 from pollerd.errors import ConfigError, ManifestError, PollerdError
-from pollerd.logs import setup_logging
+from pollerd.ops import admin, views
+from pollerd.ops.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,13 @@ def _unreadable(path: Path) -> bool:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from pollerd.setup import load_setup
+    from pollerd.config.setup import load_setup
 
     return load_setup(args.config, os.environ)  # messages name the file as the operator gave it
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pollerd.runtime import run_service
+    from pollerd.service.runtime import run_service
 
     setup = _load(args)
     asyncio.run(run_service(setup, os.environ))
@@ -142,7 +143,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _jobs_of_running_service(args: argparse.Namespace, error: PollerdError) -> int:
     """The config on disk is invalid: say so, and show what a running service still runs."""
-    from pollerd import lastknown
+    from pollerd.ops import lastknown
 
     print(f"pollerd: {error}", file=sys.stderr)
     address = lastknown.admin_address(args.config.resolve(), os.environ)
@@ -171,7 +172,10 @@ def _plugins(args: argparse.Namespace) -> int:
 
 def _tick(args: argparse.Namespace) -> int:
     setup = _load(args)
-    result = asyncio.run(admin.tick(setup, args.job, dry_run=args.dry_run, environ=os.environ))
+    from pollerd.service.core import tick_in_process
+
+    run_locally = functools.partial(tick_in_process, environ=os.environ)
+    result = asyncio.run(admin.tick(setup, args.job, dry_run=args.dry_run, run_locally=run_locally))
     print(json.dumps(result, indent=2))
     return EXIT_OK if result.get("status") == "ok" else EXIT_FAILED
 
@@ -220,7 +224,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
-    from pollerd.scaffold import ScaffoldError, new_plugin, next_steps
+    from pollerd.ops.scaffold import ScaffoldError, new_plugin, next_steps
 
     try:
         skeleton, folder = new_plugin(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
+import re
 
 from pollerd.errors import ErrorClass, PluginReplyError, ProtocolError
 
@@ -38,8 +39,25 @@ CODE_PERMANENT = -32002
 CODE_CONFIG = -32602
 
 _BAD_FRAME_CODES = {CODE_PARSE_ERROR, CODE_INVALID_REQUEST}
+_NOT_A_NAME_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+# Names on NATS: a long-lived plugin serves <subject_prefix>.tick in this queue group, as a
+# nats.micro service named after its plugin id.
+TICK_ENDPOINT = "tick"
+QUEUE_GROUP = "pollerd"
+
+
+def tick_subject(prefix: str) -> str:
+    """The subject a plugin serves its ticks on."""
+    return f"{prefix}.{TICK_ENDPOINT}"
+
+
+def service_name(plugin_id: str) -> str:
+    """A micro service name (``[A-Za-z0-9_-]+``) for a plugin id."""
+    return _NOT_A_NAME_CHAR.sub("_", plugin_id) or "plugin"
 
 
 def encode_cursor(cursor: bytes) -> str:

@@ -27,7 +27,7 @@ from nats.errors import NoRespondersError
 
 from pollerd import wire
 from pollerd.errors import ErrorClass, PluginReplyError
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.sdk import ConfigError, PermanentError, Tick, TransientError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ from pollerd.errors import (
     PluginUnavailableError,
     TickTimeoutError,
 )
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.sdk import Plugin, Tick, TickResult
 from pollerd.sdk._service import (
     DEFAULT_VERSION,

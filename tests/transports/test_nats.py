@@ -20,7 +20,7 @@ from pollerd.errors import (
     ProtocolError,
     TickTimeoutError,
 )
-from pollerd.natsserver import EmbeddedNatsServer
+from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.transports.nats import NatsTransport, tick_subject
 from pollerd.wire import TickReply, encode_result
 
@@ -60,7 +60,7 @@ async def test_a_plugin_that_does_not_answer_times_out(nats_client: Client) -> N
 
 
 async def test_a_closed_connection_is_unavailable(nats_server: EmbeddedNatsServer) -> None:
-    from pollerd import natsconn
+    from pollerd.natsio import connection as natsconn
 
     nc = await natsconn.connect(nats_server.url, name="t")
     await nc.close()

@@ -50,9 +50,10 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from pollerd import natsconn, wire
+from pollerd import wire
 from pollerd.errors import NatsError
-from pollerd.transports.nats import TICK_ENDPOINT, tick_subject
+from pollerd.natsio import connection as natsconn
+from pollerd.wire import QUEUE_GROUP, TICK_ENDPOINT, service_name, tick_subject
 
 __all__ = ["ServedPlugin", "ServiceSettings", "TickService", "serve"]
 
@@ -67,14 +68,12 @@ ENV_SUBJECT_PREFIX = "POLLERD_SUBJECT_PREFIX"
 ENV_PLUGIN_VERSION = "POLLERD_PLUGIN_VERSION"
 ENV_PARENT_PID = "POLLERD_PARENT_PID"
 
-QUEUE_GROUP = "pollerd"
 DEFAULT_VERSION = "0.0.0"
 DEFAULT_PREFIX_ROOT = "pollerd.plugins"
 INIT_PID = 1
 DRAIN_GRACE_S = 10.0
 PARENT_POLL_S = 0.5
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
-_NOT_A_NAME_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
 
@@ -91,11 +90,6 @@ class ServedPlugin(Protocol):
     def max_concurrency(self) -> int: ...
 
     async def handle(self, frame: bytes) -> bytes: ...
-
-
-def service_name(plugin_id: str) -> str:
-    """A micro service name (``[A-Za-z0-9_-]+``) for a plugin id."""
-    return _NOT_A_NAME_CHAR.sub("_", plugin_id) or "plugin"
 
 
 def watched_parent(environ: Mapping[str, str], ppid: int) -> int | None:

@@ -8,7 +8,7 @@ from pollerd.stores.base import Store
 from pollerd.stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from pollerd.config import ServiceConfig
+    from pollerd.config.pollers import ServiceConfig
 
 STATE_DB = "state.db"
 

@@ -17,17 +17,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pollerd import wire
 from pollerd.errors import PluginUnavailableError, ProtocolError, TickTimeoutError, TransportError
 from pollerd.transports.base import Transport
+from pollerd.wire import tick_subject
 
 logger = logging.getLogger(__name__)
 
-TICK_ENDPOINT = "tick"
 SERVICE_ERROR_HEADER = "Nats-Service-Error"
 SERVICE_ERROR_CODE_HEADER = "Nats-Service-Error-Code"
-
-
-def tick_subject(prefix: str) -> str:
-    """The subject a plugin serves its ticks on."""
-    return f"{prefix}.{TICK_ENDPOINT}"
 
 
 class NatsTransport(Transport):

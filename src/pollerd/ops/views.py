@@ -8,16 +8,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from pollerd.config import JobConfig
-from pollerd.manifest import Manifest
-from pollerd.runner import TickOutcome
-from pollerd.schedule import next_slots, slots_between
-from pollerd.setup import Setup
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import JobConfig
+from pollerd.config.schedule import next_slots, slots_between
+from pollerd.config.setup import Setup
+from pollerd.engine.runner import TickOutcome
 from pollerd.stores.base import JobState, Store
 from pollerd.wire import encode_cursor, format_time
 
 if TYPE_CHECKING:
-    from pollerd.supervisor import Supervisor
+    from pollerd.supervision.supervisor import Supervisor
 
 NEXT_RUNS = 3
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from pollerd.config import BrokenJob, JobConfig, ServiceConfig
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import BrokenJob, JobConfig, ServiceConfig
 from pollerd.errors import DuplicateKindError
-from pollerd.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 

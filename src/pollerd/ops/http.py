@@ -14,7 +14,7 @@ from typing import Any, Protocol, Self
 from aiohttp import web
 
 from pollerd.errors import PollerdError
-from pollerd.metrics import Metrics
+from pollerd.ops.metrics import Metrics
 from pollerd.wire import MAX_CURSOR_BYTES, decode_cursor
 
 logger = logging.getLogger(__name__)

@@ -14,14 +14,14 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import api
 
-from pollerd.errors import EventPublishError, NatsError
-from pollerd.events import (
+from pollerd.engine.events import (
     STREAM_NAME,
     SUBJECT_ROOT,
     EventPublisher,
     event_msg_id,
     event_subject,
 )
+from pollerd.errors import EventPublishError, NatsError
 from pollerd.wire import Event
 
 logger = logging.getLogger(__name__)

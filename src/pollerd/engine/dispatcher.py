@@ -11,9 +11,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from pollerd import policy
-from pollerd.config import JobConfig
-from pollerd.runner import Route, TickOutcome, TickRunner
+from pollerd.config.pollers import JobConfig
+from pollerd.engine import policy
+from pollerd.engine.runner import Route, TickOutcome, TickRunner
 from pollerd.wire import make_tick_id
 
 logger = logging.getLogger(__name__)

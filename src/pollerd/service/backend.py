@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pollerd import admin, views
 from pollerd.errors import PollerdError
+from pollerd.ops import admin, views
 
 if TYPE_CHECKING:
-    from pollerd.service import Service
+    from pollerd.service.core import Service
 
 
 class ServiceBackend:
-    """Implements ``pollerd.http.AdminBackend`` over a running ``Service``."""
+    """Implements ``pollerd.ops.http.AdminBackend`` over a running ``Service``."""
 
     def __init__(self, service: Service) -> None:
         self._service = service

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pollerd.adminclient import call, service_is_up
-from pollerd.config_models import DEFAULT_LISTEN, HttpModel, parse_listen
+from pollerd.config.models import DEFAULT_LISTEN, HttpModel, parse_listen
+from pollerd.config.yamlfile import read_yaml
 from pollerd.errors import PollerdError
-from pollerd.yamlfile import read_yaml
+from pollerd.ops.adminclient import call, service_is_up
 
 logger = logging.getLogger(__name__)
 

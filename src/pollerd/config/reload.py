@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pollerd.config import JobConfig
-from pollerd.manifest import Manifest
-from pollerd.setup import Setup
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import JobConfig
+from pollerd.config.setup import Setup
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,9 @@ from pydantic import (
     field_validator,
 )
 
-from pollerd.duration import parse_duration
+from pollerd.config.duration import parse_duration
+from pollerd.config.problems import Loc, describe_error, format_loc
 from pollerd.errors import ManifestError
-from pollerd.problems import Loc, describe_error, format_loc
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
-    from pollerd.service import Service
+    from pollerd.service.core import Service
 
 logger = logging.getLogger(__name__)
 

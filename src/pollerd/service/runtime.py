@@ -8,10 +8,10 @@ import logging
 import signal
 from collections.abc import Mapping
 
-from pollerd.service import Service
-from pollerd.setup import Setup
+from pollerd.config.setup import Setup
+from pollerd.service.core import Service
+from pollerd.service.watch import ConfigWatcher
 from pollerd.transports.subprocess import pidfd_child_watcher
-from pollerd.watch import ConfigWatcher
 
 logger = logging.getLogger(__name__)
 

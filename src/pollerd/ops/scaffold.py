@@ -11,14 +11,14 @@ from pathlib import Path
 from string import Template
 from typing import get_args
 
-from pollerd.errors import PollerdError
-from pollerd.manifest import (
+from pollerd.config.manifest import (
     DEFAULT_SUBJECT_ROOT,
     KIND_PATTERN,
     MANIFEST_NAME,
     PLUGIN_ID_PATTERN,
     Lifecycle,
 )
+from pollerd.errors import PollerdError
 
 logger = logging.getLogger(__name__)
 

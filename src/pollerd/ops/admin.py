@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pollerd.config import JobConfig
+from pollerd.config.pollers import JobConfig
+from pollerd.config.setup import Setup
 from pollerd.errors import PollerdError
-from pollerd.setup import Setup
-from pollerd.stores.base import JobState, JobUpdate, Store
-from pollerd.views import (
+from pollerd.ops.views import (
     JobRow,
     job_rows,
     outcome_json,
     plugin_rows,
 )
+from pollerd.stores.base import JobState, JobUpdate, Store
 from pollerd.wire import encode_cursor
+
+if TYPE_CHECKING:
+    from pollerd.engine.runner import TickOutcome
+
+# Runs one tick in this process when no service answers: (setup, job id, dry run) -> outcome,
+# None when the job's overlap policy skipped it. The CLI passes the service's own.
+LocalTick = Callable[["Setup", str, bool], Awaitable["TickOutcome | None"]]
 
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack as ExitStackLike
@@ -77,7 +84,7 @@ def find_job(setup: Setup, job_id: str) -> JobConfig:
 
 
 async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow]:
-    from pollerd.schedule import utc_now
+    from pollerd.config.schedule import utc_now
     from pollerd.stores import open_store
 
     async with open_store(setup.config) as store:
@@ -88,7 +95,7 @@ async def _live_call(
     setup: Setup, method: str, path: str, body: Any = None, timeout_s: float | None = None
 ) -> tuple[bool, Any]:
     """Call the running service's admin API; (False, None) when no service answers."""
-    from pollerd.adminclient import DEFAULT_TIMEOUT_S, call, service_is_up
+    from pollerd.ops.adminclient import DEFAULT_TIMEOUT_S, call, service_is_up
 
     http = setup.config.http
     if not http.enabled or not await service_is_up(http.host, http.port):
@@ -151,10 +158,10 @@ async def cursor(setup: Setup, job_id: str, action: str, value: str | None) -> s
 
 
 async def tick(
-    setup: Setup, job_id: str, *, dry_run: bool, environ: Mapping[str, str]
+    setup: Setup, job_id: str, *, dry_run: bool, run_locally: LocalTick
 ) -> dict[str, Any]:
-    from pollerd.service import Service
-
+    """Run one tick of ``job_id``: through the running service when one answers, else with
+    ``run_locally`` (an in-process service without schedule or HTTP)."""
     job = find_job(setup, job_id)
     if not job.enabled:
         raise PollerdError(
@@ -168,8 +175,7 @@ async def tick(
     )
     if live:
         return dict(answer)
-    async with Service(setup, environ=environ, schedule=False, http=False) as service:
-        outcome = await service.tick_now(job.id, dry_run=dry_run)
+    outcome = await run_locally(setup, job.id, dry_run)
     if outcome is None:
         return {"job_id": job.id, "status": "skipped", "reason": "a tick is already running"}
     return outcome_json(outcome)
@@ -205,9 +211,9 @@ async def print_events(setup: Setup, *, job_id: str | None, follow: bool) -> Non
     """Print the events stream as JSON lines (starts the embedded server on its data if needed)."""
     from contextlib import AsyncExitStack
 
-    from pollerd.events_jetstream import read_events
-    from pollerd.natsconn import connect, connect_from_config
-    from pollerd.natsserver import EmbeddedNatsServer
+    from pollerd.natsio.connection import connect, connect_from_config
+    from pollerd.natsio.jetstream import read_events
+    from pollerd.natsio.server import EmbeddedNatsServer
 
     async with AsyncExitStack() as stack:
         nats_config = setup.config.nats
@@ -240,7 +246,7 @@ def _running_nats_url(setup: Setup, stack: ExitStackLike) -> str | None:
     """The embedded server's URL while a service runs on this state dir (it holds the state
     lock and writes the URL next to the server's data). Otherwise None, and the state lock is
     taken on ``stack`` so no service starts on the data while the caller reads it."""
-    from pollerd.statelock import StateLock, StateLockedError
+    from pollerd.stores.statelock import StateLock, StateLockedError
 
     try:
         stack.enter_context(StateLock(setup.config.state_dir))

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 import tenacity
 
-from pollerd import policy
-from pollerd.config import JobConfig
+from pollerd.config.pollers import JobConfig
+from pollerd.engine import policy
+from pollerd.engine.events import EventPublisher
 from pollerd.errors import ErrorClass, EventPublishError, TickTimeoutError, TransportError
-from pollerd.events import EventPublisher
 from pollerd.stores.base import UNSET, JobState, JobUpdate, Store
 from pollerd.transports.base import Transport
 from pollerd.wire import TickReply, TickRequest, make_tick_id

@@ -29,11 +29,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
-from pollerd.config_models import SUPPORTED_VERSION, FileModel, JobModel
+from pollerd.config.models import SUPPORTED_VERSION, FileModel, JobModel
+from pollerd.config.problems import describe_error, format_loc, preview
+from pollerd.config.schedule import Schedule
+from pollerd.config.yamlfile import Loc, YamlDocument, read_yaml
 from pollerd.errors import ConfigError
-from pollerd.problems import describe_error, format_loc, preview
-from pollerd.schedule import Schedule
-from pollerd.yamlfile import Loc, YamlDocument, read_yaml
 
 logger = logging.getLogger(__name__)
 

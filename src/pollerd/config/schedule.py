@@ -50,7 +50,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from pollerd.duration import format_duration
+from pollerd.config.duration import format_duration
 from pollerd.wire import format_time
 
 logger = logging.getLogger(__name__)

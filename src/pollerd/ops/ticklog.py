@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from pollerd.runner import TickOutcome
+from pollerd.engine.runner import TickOutcome
 from pollerd.wire import make_tick_id
 
 tick_logger = logging.getLogger("pollerd.tick")

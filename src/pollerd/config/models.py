@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from pollerd.duration import parse_duration
-from pollerd.schedule import AtSchedule, CronSchedule, EverySchedule, Schedule, validate_cron
+from pollerd.config.duration import parse_duration
+from pollerd.config.schedule import AtSchedule, CronSchedule, EverySchedule, Schedule, validate_cron
 
 logger = logging.getLogger(__name__)
 

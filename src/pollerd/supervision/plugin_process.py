@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Self
 
 from pollerd import wire
+from pollerd.config.manifest import Manifest
 from pollerd.errors import SupervisorError
-from pollerd.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 plugin_logger = logging.getLogger("pollerd.plugin")

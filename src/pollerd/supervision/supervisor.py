@@ -12,7 +12,7 @@ that instance every ``ping_interval_s``; ``ping_failures`` unanswered pings in a
 pollerd's own connection is up) kill it. An exit, also during start-up, is a crash: it restarts
 after an exponential backoff with jitter, until ``max_restarts`` within ``restart_window_s`` make
 it ``failed``. A plugin without an entrypoint runs elsewhere: it is ``external``. How one process
-is started, logged and ended is in ``pollerd.plugin_process``.
+is started, logged and ended is in ``pollerd.supervision.plugin_process``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsClientError
 
 from pollerd import wire
+from pollerd.config.manifest import Manifest
+from pollerd.engine.policy import recent_restarts, restart_allowed, restart_delay_s
 from pollerd.errors import SupervisorError
-from pollerd.manifest import Manifest
-from pollerd.plugin_process import (
+from pollerd.supervision.plugin_process import (
     MODE_LONG_LIVED,
     PluginProcess,
     describe_exit,
@@ -44,8 +45,7 @@ from pollerd.plugin_process import (
     plugin_environment,
     with_parent_death_signal,
 )
-from pollerd.policy import recent_restarts, restart_allowed, restart_delay_s
-from pollerd.sdk._service import service_name
+from pollerd.wire import service_name
 
 logger = logging.getLogger(__name__)
 

@@ -15,26 +15,26 @@ from typing import Self
 
 from nats.aio.client import Client
 
-from pollerd import policy
-from pollerd.config import JobConfig, NatsConfig
-from pollerd.dispatcher import Dispatcher
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import JobConfig, NatsConfig
+from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
+from pollerd.config.schedule import EverySchedule, slots_between, utc_now
+from pollerd.config.setup import Setup
+from pollerd.engine import policy
+from pollerd.engine.dispatcher import Dispatcher
+from pollerd.engine.events import EventPublisher
+from pollerd.engine.runner import Route, TickOutcome, TickRunner
+from pollerd.engine.scheduler import Scheduler
 from pollerd.errors import PollerdError
-from pollerd.events import EventPublisher
-from pollerd.events_jetstream import JetStreamPublisher
-from pollerd.manifest import Manifest
-from pollerd.metrics import Metrics
-from pollerd.natsconn import connect, connect_from_config
-from pollerd.natsserver import EmbeddedNatsServer
-from pollerd.reload import ReloadPlan, plan_reload, restart_needed
-from pollerd.runner import Route, TickOutcome, TickRunner
-from pollerd.schedule import EverySchedule, slots_between, utc_now
-from pollerd.scheduler import Scheduler
-from pollerd.setup import Setup
-from pollerd.statelock import StateLock
+from pollerd.natsio.connection import connect, connect_from_config
+from pollerd.natsio.jetstream import JetStreamPublisher
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.ops.metrics import Metrics
+from pollerd.ops.ticklog import log_outcome, log_skip, tick_logger
 from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
-from pollerd.supervisor import PluginState, PluginStatus, Supervisor
-from pollerd.ticklog import log_outcome, log_skip, tick_logger
+from pollerd.stores.statelock import StateLock
+from pollerd.supervision.supervisor import PluginState, PluginStatus, Supervisor
 from pollerd.transports.base import Transport
 from pollerd.transports.guarded import GuardedTransport
 from pollerd.transports.nats import NatsTransport
@@ -216,8 +216,8 @@ class Service:
         self._stack.push_async_callback(self._close_routes)
 
     async def _start_http(self) -> None:
-        from pollerd.backend import ServiceBackend
-        from pollerd.http import AdminServer
+        from pollerd.ops.http import AdminServer
+        from pollerd.service.backend import ServiceBackend
 
         http = self.config.http
         server = AdminServer(
@@ -397,7 +397,7 @@ class Service:
 
     async def reload(self) -> dict[str, object]:
         """Validate the config on disk; apply it if valid, else keep running the old one."""
-        from pollerd.setup import load_setup
+        from pollerd.config.setup import load_setup
 
         if self.phase != PHASE_RUNNING:
             return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
@@ -488,7 +488,7 @@ class Service:
 
     async def refresh_job_gauges(self) -> None:
         """Jobs by state for the metrics (paused or broken by the CLI or a plugin's reply)."""
-        from pollerd.views import job_state
+        from pollerd.ops.views import job_state
 
         try:
             states = {state.job_id: state for state in await self.store.all()}
@@ -506,3 +506,11 @@ class Service:
             self.store_error = str(exc)
         else:
             self.store_error = None
+
+
+async def tick_in_process(
+    setup: Setup, job_id: str, dry_run: bool, *, environ: Mapping[str, str]
+) -> TickOutcome | None:
+    """One tick of ``job_id`` by a service started for it alone (no schedule, no HTTP)."""
+    async with Service(setup, environ=environ, schedule=False, http=False) as service:
+        return await service.tick_now(job_id, dry_run=dry_run)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pollerd.config import BrokenJob, JobConfig, ServiceConfig, load_config
-from pollerd.manifest import discover_manifests
-from pollerd.router import PluginPollerRouter, resolve_jobs
+from pollerd.config.manifest import discover_manifests
+from pollerd.config.pollers import BrokenJob, JobConfig, ServiceConfig, load_config
+from pollerd.config.router import PluginPollerRouter, resolve_jobs
 
 logger = logging.getLogger(__name__)
 

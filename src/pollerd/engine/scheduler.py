@@ -30,7 +30,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from pollerd.schedule import EverySchedule, Schedule, jitter_offset_s, next_slot, utc_now
+from pollerd.config.schedule import EverySchedule, Schedule, jitter_offset_s, next_slot, utc_now
 from pollerd.wire import format_time
 
 logger = logging.getLogger(__name__)

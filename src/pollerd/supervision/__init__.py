@@ -1,0 +1,6 @@
+"""Supervised plugin processes: starting a long-lived plugin, checking it serves, restarting it
+with backoff and giving up, and stopping it with pollerd.
+
+May import ``config`` (manifests), ``engine.policy`` (pure restart decisions), ``wire`` and
+``errors``; the ``service`` owns the ``Supervisor``.
+"""
