@@ -62,7 +62,7 @@ from pollerd.natsio.connection import connect
 from pollerd.service.core import Service
 from pollerd.service.runtime import tune_gc
 from pollerd.stores.base import JobUpdate
-from pollerd.supervision.supervisor import PluginState
+from pollerd.supervision.status import PluginState
 from pollerd.transports.nats import tick_subject
 from pollerd.transports.subprocess import pidfd_child_watcher
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pollerd
 
 PACKAGE = Path(pollerd.__file__).parent
-MAX_MODULE_LINES = 400
+MAX_MODULE_LINES = 430  # the style guide's "rarely past 400"
 MAX_TOP_LEVEL_ENTRIES = 12  # boilerplate (__init__, __main__, py.typed) aside
 
 

@@ -4,41 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from nats.aio.client import Client
 
-from pollerd.config.manifest import Manifest
-from pollerd.config.pollers import JobConfig, NatsConfig
-from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
+from pollerd.config.pollers import JobConfig
+from pollerd.config.reload import ReloadPlan
 from pollerd.config.schedule import EverySchedule, slots_between, utc_now
 from pollerd.config.setup import Setup
 from pollerd.engine import policy
 from pollerd.engine.dispatcher import Dispatcher
 from pollerd.engine.events import EventPublisher
-from pollerd.engine.runner import Route, TickOutcome, TickRunner
+from pollerd.engine.runner import TickOutcome, TickRunner
 from pollerd.engine.scheduler import Scheduler
 from pollerd.errors import PollerdError
 from pollerd.natsio.connection import connect, connect_from_config
 from pollerd.natsio.jetstream import JetStreamPublisher
 from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
-from pollerd.ops.ticklog import log_outcome, log_skip, tick_logger
+from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, fault_exit_after_publish
+from pollerd.service.observer import TickRecorder
+from pollerd.service.reloading import ReloadRefusedError, prepare_reload
+from pollerd.service.routes import RouteTable, nats_env
 from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
 from pollerd.stores.statelock import StateLock
-from pollerd.supervision.supervisor import PluginState, PluginStatus, Supervisor
-from pollerd.transports.base import Transport
-from pollerd.transports.guarded import GuardedTransport
-from pollerd.transports.nats import NatsTransport
-from pollerd.transports.subprocess import SubprocessTransport
+from pollerd.supervision.status import PluginState, PluginStatus
+from pollerd.supervision.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -47,36 +43,6 @@ CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
 PHASE_STARTING = "starting"
 PHASE_RUNNING = "running"
 PHASE_STOPPING = "stopping"
-
-
-# Test-only fault injection: with this variable set to a job id, pollerd exits abruptly (as if
-# killed) after that job's events are acknowledged and before its cursor is committed.
-FAULT_EXIT_AFTER_PUBLISH = "POLLERD_FAULT_EXIT_AFTER_PUBLISH"
-FAULT_EXIT_CODE = 86
-
-
-def _fault_exit_after_publish(job_id: str | None) -> Callable[[str], None] | None:
-    if not job_id:
-        return None
-
-    def crash(current: str) -> None:
-        if current == job_id:
-            logger.critical("fault injection: exiting after publish, before commit (%s)", current)
-            os._exit(FAULT_EXIT_CODE)
-
-    return crash
-
-
-def nats_env(config: NatsConfig) -> dict[str, str]:
-    """The credentials a supervised plugin needs to reach the same NATS server."""
-    env = {}
-    for key, name in (("token", "TOKEN"), ("user", "USER"), ("password", "PASSWORD")):
-        value = getattr(config, key, None)
-        if value:
-            env[f"POLLERD_NATS_{name}"] = str(value)
-    if config.creds:
-        env["POLLERD_NATS_CREDS"] = str(config.creds)
-    return env
 
 
 class Service:
@@ -104,6 +70,7 @@ class Service:
         self.clock = clock
         self.store = store or open_store(self.config)
         self.metrics = Metrics()
+        self._recorder = TickRecorder(self.metrics, clock)
         self.nc: Client | None = None
         self.nats_url: str | None = None
         self.supervisor: Supervisor | None = None
@@ -115,7 +82,7 @@ class Service:
         self._supervisor_options = dict(supervisor_options or {})
         self._stack = AsyncExitStack()
         self._stopped = asyncio.Event()
-        self._routes: dict[str, Route] = {}
+        self._routes = RouteTable(self.config, self.environ, None, None)
         self._scheduler: Scheduler | None = None
         self._dispatcher: Dispatcher | None = None
         self._runner: TickRunner | None = None
@@ -157,7 +124,7 @@ class Service:
             store=self.store,
             publisher=publisher,
             clock=self.clock,
-            after_publish=_fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
+            after_publish=fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
         )
         self._dispatcher = Dispatcher(
             self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip
@@ -211,9 +178,12 @@ class Service:
                 **self._supervisor_options,  # type: ignore[arg-type]
             )
             await self._stack.enter_async_context(self.supervisor)
+        self._routes = RouteTable(
+            self.config, self.environ, self.nc, self.supervisor, extra_env=self._extra_env()
+        )
         for manifest in manifests:
-            self._routes[manifest.id] = self._route_for(manifest)
-        self._stack.push_async_callback(self._close_routes)
+            self._routes.add(manifest)
+        self._stack.push_async_callback(self._routes.aclose)
 
     async def _start_http(self) -> None:
         from pollerd.ops.http import AdminServer
@@ -229,38 +199,6 @@ class Service:
 
     def _extra_env(self) -> dict[str, str]:
         return {"POLLERD_CONFIG_DIR": str(self.config.path.parent)}
-
-    def _route_for(self, manifest: Manifest) -> Route:
-        transport: Transport
-        if manifest.lifecycle == "ephemeral":
-            transport = SubprocessTransport.from_manifest(
-                manifest,
-                self.environ,
-                python=sys.executable,
-                max_cursor_bytes=self.config.max_cursor_bytes,
-                extra_env=self._extra_env(),
-            )
-        else:
-            if self.nc is None:
-                raise PollerdError(f"plugin {manifest.id!r} is long-lived and needs NATS")
-            transport = NatsTransport(
-                self.nc,
-                plugin_id=manifest.id,
-                subject_prefix=manifest.subject_prefix,
-                max_cursor_bytes=self.config.max_cursor_bytes,
-            )
-            if self.supervisor is not None:
-                transport = GuardedTransport(transport, manifest.id, self.supervisor.available)
-        return Route(
-            plugin_id=manifest.id,
-            transport=transport,
-            limit=asyncio.Semaphore(manifest.max_concurrent_ticks),
-            tick_timeout_s=manifest.tick_timeout_s,
-        )
-
-    async def _close_routes(self) -> None:
-        for route in self._routes.values():
-            await route.transport.aclose()
 
     async def _drain(self) -> None:
         if self._dispatcher is not None:
@@ -342,39 +280,18 @@ class Service:
         if outcome.skipped:
             self._on_skip(job, outcome.slot, outcome.skipped)
             return
-        level = logging.INFO if outcome.ok else logging.WARNING
-        if tick_logger.isEnabledFor(level):  # the arguments cost more than the check
-            log_outcome(level, outcome)
-        now = self.clock()
-        lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
-        self.metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
-        if outcome.state is not None:
-            open_until = outcome.state.breaker_open_until
-            self.metrics.job_health(
-                job.id,
-                outcome.state.consecutive_errors,
-                open_until is not None and open_until > now,
-            )
-        if outcome.reply is not None:
-            self.metrics.events_published(job.kind, len(outcome.reply.events))
-            hint = outcome.reply.next_interval_secs
-            if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
-                self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
+        self._recorder.outcome(job, outcome)
+        hint = outcome.reply.next_interval_secs if outcome.reply is not None else None
+        if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
+            self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
 
     def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
         manifest = self.setup.router.plugin_for(job.kind)
-        log_skip(job.id, job.kind, manifest.id if manifest else None, slot, reason)
-        self.metrics.slot_skipped(job.id, reason)
+        self._recorder.skip(job, manifest.id if manifest else None, slot, reason)
 
     def _on_plugin_change(self, status: PluginStatus) -> None:
         self.metrics.plugin_state(status.plugin_id, status.state.value, status.restarts)
-        route = self._routes.get(status.plugin_id)
-        if (
-            route is not None
-            and isinstance(route.transport, GuardedTransport)
-            and status.state in (PluginState.BACKOFF, PluginState.FAILED, PluginState.STOPPED)
-        ):
-            route.transport.plugin_exited(status.last_exit)
+        self._routes.plugin_changed(status)
 
     async def tick_now(self, job_id: str, *, dry_run: bool = False) -> TickOutcome | None:
         """One tick now, through the overlap policy and concurrency limit of a scheduled one.
@@ -397,24 +314,14 @@ class Service:
 
     async def reload(self) -> dict[str, object]:
         """Validate the config on disk; apply it if valid, else keep running the old one."""
-        from pollerd.config.setup import load_setup
-
         if self.phase != PHASE_RUNNING:
             return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
         async with self._reload_lock:
             try:
-                # The path as the operator gave it, so messages name the file as at boot.
-                new = load_setup(Path(self.config.source or self.config.path), self.environ)
-            except PollerdError as exc:
+                prepared = prepare_reload(self.setup, self.environ)
+            except ReloadRefusedError as exc:
                 return self._refuse_reload(str(exc))
-            # A job that runs now and is invalid in the new file (a typo) would stop: refuse the
-            # whole edit, as for an invalid file. New invalid jobs are only reported, as at boot.
-            running = {job.id for job in self.setup.jobs}
-            breaking = [broken.reason for broken in new.broken if broken.id in running]
-            if breaking:
-                return self._refuse_reload("\n".join(breaking))
-            plan = plan_reload(self.setup, new)
-            pending = restart_needed(self.setup, new)
+            plan, new, pending = prepared.plan, prepared.setup, prepared.restart_needed
             if pending:
                 logger.warning(
                     "pollers.yaml changed %s: these apply after a restart of pollerd; the jobs "
@@ -448,15 +355,13 @@ class Service:
         for plugin_id in (*plan.plugins_removed, *(m.id for m in plan.plugins_changed)):
             if self.supervisor is not None:
                 await self.supervisor.remove(plugin_id)
-            route = self._routes.pop(plugin_id, None)
-            if route is not None:
-                await route.transport.aclose()
+            await self._routes.remove(plugin_id)
             self.metrics.forget_plugin(plugin_id)
         self.setup = new
         for manifest in (*plan.plugins_added, *plan.plugins_changed):
             if manifest.lifecycle == "long_lived" and self.supervisor is not None:
                 await self.supervisor.add(manifest)
-            self._routes[manifest.id] = self._route_for(manifest)
+            self._routes.add(manifest)
         for job in (*plan.jobs_added, *plan.jobs_changed):
             await self._add_job(job)
         for broken in new.broken:
@@ -487,17 +392,7 @@ class Service:
         return result
 
     async def refresh_job_gauges(self) -> None:
-        """Jobs by state for the metrics (paused or broken by the CLI or a plugin's reply)."""
-        from pollerd.ops.views import job_state
-
-        try:
-            states = {state.job_id: state for state in await self.store.all()}
-        except PollerdError:
-            return  # readiness reports the store
-        counts = {"active": 0, "paused": 0, "broken": len(self.setup.broken), "disabled": 0}
-        for job in self.setup.jobs:
-            counts[job_state(job, states.get(job.id))[0]] += 1
-        self.metrics.jobs_by_state(counts)
+        await self._recorder.refresh_job_gauges(self.store, self.setup)
 
     async def check_store(self) -> None:
         try:

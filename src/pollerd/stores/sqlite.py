@@ -2,79 +2,43 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from pollerd.errors import StoreError
 from pollerd.stores._batch import WriteQueue
-from pollerd.stores._values import TIME_FIELDS, normalize_changes, to_utc
+from pollerd.stores._sqlite_schema import (
+    BUSY_TIMEOUT_S,
+    CURSOR,
+    DATA_VERSION,
+    HINTS,
+    INDEX,
+    INSERT,
+    JOBS_TABLE,
+    META_TABLE,
+    REVISION,
+    SCHEMA_KEY,
+    SCHEMA_STATEMENTS,
+    SELECT,
+    SELECT_ONE,
+    VERSION_KEY,
+    bump_version,
+    meta,
+    row_from_state,
+    state_values,
+    to_column,
+    update_statement,
+    values_from_row,
+)
+from pollerd.stores._values import normalize_changes
 from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
 
 logger = logging.getLogger(__name__)
-
-BUSY_TIMEOUT_S = 5.0
-SCHEMA_KEY = "schema_version"
-VERSION_KEY = "version"
-META_TABLE = "meta"
-JOBS_TABLE = "jobs"
-
-COLUMNS = tuple(f.name for f in fields(JobState))  # also the order of JobState's fields
-_INDEX = {name: index for index, name in enumerate(COLUMNS)}
-_TIME_INDEXES = tuple(_INDEX[name] for name in COLUMNS if name in TIME_FIELDS)
-_CURSOR = _INDEX["cursor"]
-_PAUSED = _INDEX["paused"]
-_REVISION = _INDEX["revision"]
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
-_SELECT_ONE = f"{_SELECT} WHERE job_id = ?"
-_DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits
-_state_values = operator.attrgetter(*COLUMNS)
-_INSERT = (
-    f"INSERT OR REPLACE INTO {JOBS_TABLE} ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
-)
-
-_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    f"""CREATE TABLE IF NOT EXISTS {JOBS_TABLE} (
-        job_id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        cursor BLOB,
-        last_status TEXT,
-        last_error TEXT,
-        last_run_at TEXT,
-        last_success_at TEXT,
-        last_scheduled_at TEXT,
-        consecutive_errors INTEGER NOT NULL DEFAULT 0,
-        paused INTEGER NOT NULL DEFAULT 0,
-        pause_reason TEXT,
-        broken_reason TEXT,
-        broken_config_hash TEXT,
-        breaker_open_until TEXT,
-        breaker_cooldown_s REAL,
-        revision INTEGER NOT NULL DEFAULT 0
-    )""",
-)
-
-# sqlite3 messages → what the operator should do about them.
-_HINTS = (
-    ("locked", "another process kept the store locked too long; retry, or stop the other writer"),
-    ("busy", "another process kept the store locked too long; retry, or stop the other writer"),
-    ("not a database", "the file is not a pollerd state store or is corrupt; move it away"),
-    ("malformed", "the file is corrupt; move it away (pollerd starts a new one, cursors reset)"),
-    ("unable to open", "check that the directory exists and is writable by pollerd"),
-    ("readonly", "check that the file and its directory are writable by pollerd"),
-    ("disk i/o", "check the disk and the file's permissions"),
-    ("full", "the disk is full; free some space"),
-)
 
 
 class _Write(NamedTuple):
@@ -176,9 +140,9 @@ class SqliteStore(Store):
                     f"state store {self.path}: the file is a SQLite database but not a pollerd "
                     f"state store (tables: {', '.join(sorted(tables))}); point state_dir elsewhere"
                 )
-            for statement in _SCHEMA:
+            for statement in SCHEMA_STATEMENTS:
                 conn.execute(statement)
-            found = _meta(conn, SCHEMA_KEY)
+            found = meta(conn, SCHEMA_KEY)
             if found is None:
                 conn.executemany(
                     f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)",
@@ -207,7 +171,7 @@ class SqliteStore(Store):
             state = known.get(job_id)
             if state is not None:
                 return state
-            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
+            row = conn.execute(SELECT_ONE, (job_id,)).fetchone()
         if row is None:
             return None
         state = known[job_id] = self._state(row)
@@ -216,21 +180,21 @@ class SqliteStore(Store):
     async def all(self) -> list[JobState]:
         conn = self._connection()
         with self._translate("read the jobs"):
-            rows = conn.execute(f"{_SELECT} ORDER BY job_id").fetchall()
+            rows = conn.execute(f"{SELECT} ORDER BY job_id").fetchall()
         return [self._state(row) for row in rows]
 
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
         conn = self._connection()
         self._writes.flush()  # updates that came first are written first
         with self._transaction(conn, f"create job {job_id!r}"):
-            row = conn.execute(_SELECT_ONE, (job_id,)).fetchone()
+            row = conn.execute(SELECT_ONE, (job_id,)).fetchone()
             stored = None if row is None else self._state(row)
             if stored is not None and stored.kind == kind:
                 return stored
             revision = 0 if stored is None else stored.revision + 1
             state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
-            conn.execute(_INSERT, _row_from_state(state))
-            _bump_version(conn)
+            conn.execute(INSERT, row_from_state(state))
+            bump_version(conn)
         self._known[job_id] = state
         return state
 
@@ -257,7 +221,7 @@ class SqliteStore(Store):
                 known = self._known_states(conn)
                 results = [self._apply(conn, write, known, written) for write in writes]
                 if written:
-                    _bump_version(conn)
+                    bump_version(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -279,9 +243,9 @@ class SqliteStore(Store):
         values: list[object]
         state = written.get(write.job_id) or known.get(write.job_id)
         if state is not None:
-            values = list(_state_values(state))
+            values = list(state_values(state))
         else:
-            row = conn.execute(_SELECT_ONE, (write.job_id,)).fetchone()
+            row = conn.execute(SELECT_ONE, (write.job_id,)).fetchone()
             if row is None:
                 return KeyError(write.job_id)
             try:
@@ -289,15 +253,15 @@ class SqliteStore(Store):
             except StoreError as exc:
                 return exc
         changes = write.changes
-        if write.expect_cursor is not UNSET and values[_CURSOR] != write.expect_cursor:
+        if write.expect_cursor is not UNSET and values[CURSOR] != write.expect_cursor:
             changes = {name: value for name, value in changes.items() if name != "cursor"}
         conn.execute(
-            _update_statement(tuple(changes)),
-            (*(_to_column(name, value) for name, value in changes.items()), write.job_id),
+            update_statement(tuple(changes)),
+            (*(to_column(name, value) for name, value in changes.items()), write.job_id),
         )
         for name, value in changes.items():
-            values[_INDEX[name]] = value
-        values[_REVISION] += 1  # type: ignore[operator]
+            values[INDEX[name]] = value
+        values[REVISION] += 1  # type: ignore[operator]
         new = written[write.job_id] = JobState(*values)  # type: ignore[arg-type]
         return new
 
@@ -308,12 +272,12 @@ class SqliteStore(Store):
         with self._transaction(conn, f"delete job {job_id!r}"):
             deleted = conn.execute(f"DELETE FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,))
             if deleted.rowcount:
-                _bump_version(conn)
+                bump_version(conn)
 
     async def version(self) -> int:
         conn = self._connection()
         with self._translate("read the store version"):
-            found = _meta(conn, VERSION_KEY)
+            found = meta(conn, VERSION_KEY)
         return found or 0
 
     async def ping(self) -> None:
@@ -348,7 +312,7 @@ class SqliteStore(Store):
     def _known_states(self, conn: sqlite3.Connection) -> dict[str, JobState]:
         """The states this connection read or wrote, emptied first if another connection has
         committed since they were read."""
-        data_version = conn.execute(_DATA_VERSION).fetchone()[0]
+        data_version = conn.execute(DATA_VERSION).fetchone()[0]
         if data_version != self._known_at:
             self._known.clear()
             self._known_at = data_version
@@ -367,7 +331,7 @@ class SqliteStore(Store):
     def _values(self, row: tuple[object, ...]) -> list[object]:
         """The row's values as JobState holds them, in the order of its fields."""
         try:
-            return _values_from_row(row)
+            return values_from_row(row)
         except (TypeError, ValueError) as exc:
             raise StoreError(
                 f"state store {self.path}: job {row[0]!r} holds an unreadable value ({exc}); "
@@ -401,7 +365,7 @@ class SqliteStore(Store):
     def _message(self, what: str, exc: sqlite3.Error) -> str:
         text = str(exc)
         lowered = text.lower()
-        hint = next((hint for needle, hint in _HINTS if needle in lowered), "")
+        hint = next((hint for needle, hint in HINTS if needle in lowered), "")
         return f"state store {self.path}: could not {what}: {text}" + (f"; {hint}" if hint else "")
 
 
@@ -411,43 +375,3 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:  # the original error is the one worth reporting
             logger.debug("rollback failed", exc_info=True)
-
-
-def _meta(conn: sqlite3.Connection, key: str) -> int | None:
-    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _bump_version(conn: sqlite3.Connection) -> None:
-    conn.execute(f"UPDATE {META_TABLE} SET value = value + 1 WHERE key = ?", (VERSION_KEY,))
-
-
-@functools.lru_cache(maxsize=64)
-def _update_statement(names: tuple[str, ...]) -> str:
-    """``UPDATE`` of these columns (names of JobUpdate fields) and the revision, by job id."""
-    assignments = [f"{name} = ?" for name in names]
-    assignments.append("revision = revision + 1")
-    return f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ?"
-
-
-def _to_column(name: str, value: object) -> object:
-    if name in TIME_FIELDS and isinstance(value, datetime):
-        return to_utc(value, name).isoformat(timespec="microseconds")
-    return value
-
-
-def _row_from_state(state: JobState) -> tuple[object, ...]:
-    return tuple(_to_column(name, getattr(state, name)) for name in COLUMNS)
-
-
-def _values_from_row(row: tuple[object, ...]) -> list[object]:
-    """Times from ISO 8601 text to UTC datetimes, ``paused`` to a bool; the rest as stored."""
-    if len(row) != len(COLUMNS):
-        raise ValueError(f"{len(row)} columns, expected {len(COLUMNS)}")
-    values = list(row)
-    for index in _TIME_INDEXES:
-        value = values[index]
-        if isinstance(value, str):
-            values[index] = datetime.fromisoformat(value).astimezone(UTC)
-    values[_PAUSED] = bool(values[_PAUSED])
-    return values

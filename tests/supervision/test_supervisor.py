@@ -20,12 +20,9 @@ from pollerd import wire
 from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import SupervisorError, TickTimeoutError
 from pollerd.natsio.server import EmbeddedNatsServer
-from pollerd.supervision.supervisor import (
-    PluginState,
-    PluginStatus,
-    Supervisor,
-    check_service_info,
-)
+from pollerd.supervision.plugin_runner import check_service_info
+from pollerd.supervision.status import PluginState, PluginStatus
+from pollerd.supervision.supervisor import Supervisor
 from pollerd.transports.nats import NatsTransport
 
 SUPERVISED_DIR = FIXTURES_DIR / "supervised"

@@ -33,7 +33,7 @@ from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.adminclient import call
 from pollerd.service.core import Service
 from pollerd.stores.base import JobState, JobUpdate
-from pollerd.supervision.supervisor import PluginState, PluginStatus
+from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.wire import encode_cursor
 
 pytestmark = pytest.mark.nats

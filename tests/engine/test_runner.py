@@ -22,7 +22,7 @@ from pollerd.transports.base import Transport
 from pollerd.transports.subprocess import SubprocessTransport
 from pollerd.wire import TickReply, TickRequest, encode_cursor, make_tick_id
 
-CORE = Path(__file__).parent / "fixtures" / "core"
+CORE = Path(__file__).parents[1] / "fixtures" / "core"
 NOW = datetime(2026, 11, 22, 8, 0, 5, tzinfo=UTC)
 SLOT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 TICK_TIMEOUT_S = 10.0

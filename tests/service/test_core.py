@@ -18,7 +18,7 @@ from pollerd.service.core import Service
 from pollerd.stores.base import JobState, JobUpdate
 from pollerd.wire import encode_cursor
 
-CORE_PLUGINS = Path(__file__).parent / "fixtures" / "core" / "plugins"
+CORE_PLUGINS = Path(__file__).parents[1] / "fixtures" / "core" / "plugins"
 KEPT = b"\x00kept\xff"
 
 # Cursors with the bytes base64url treats specially (0x00, 0xff, the "-" and "_" digits, padding)

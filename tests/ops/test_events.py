@@ -12,7 +12,7 @@ from pathlib import Path
 from pollerd.config.setup import load_setup
 from pollerd.service.core import Service
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60.0
 
 

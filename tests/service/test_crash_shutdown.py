@@ -21,7 +21,7 @@ from fixtures.semantics.kit import (
 )
 from pollerd.natsio.jetstream import read_events
 from pollerd.natsio.server import EmbeddedNatsServer
-from pollerd.service.core import FAULT_EXIT_AFTER_PUBLISH, FAULT_EXIT_CODE
+from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, FAULT_EXIT_CODE
 
 EVENTS_PER_TICK = 2
 

@@ -23,7 +23,7 @@ from pollerd.ops.scaffold import (
 )
 from pollerd.wire import encode_cursor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 30.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LONGEST_NAME = "a" + "b-" * 31 + "c"  # 64 characters, the longest plugin id

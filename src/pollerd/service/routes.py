@@ -1,0 +1,116 @@
+"""How the service reaches each plugin: one route (transport, concurrency limit, timeout) per
+plugin, built from its manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator, Mapping
+
+from nats.aio.client import Client
+
+from pollerd.config.manifest import Manifest
+from pollerd.config.pollers import NatsConfig, ServiceConfig
+from pollerd.engine.runner import Route
+from pollerd.errors import PollerdError
+from pollerd.supervision.status import PluginState, PluginStatus
+from pollerd.supervision.supervisor import Supervisor
+from pollerd.transports.base import Transport
+from pollerd.transports.guarded import GuardedTransport
+from pollerd.transports.nats import NatsTransport
+from pollerd.transports.subprocess import SubprocessTransport
+
+# A supervised plugin in one of these states has no process: its in-flight ticks fail at once.
+_GONE = (PluginState.BACKOFF, PluginState.FAILED, PluginState.STOPPED)
+
+
+def nats_env(config: NatsConfig) -> dict[str, str]:
+    """The credentials a supervised plugin needs to reach the same NATS server."""
+    env = {}
+    for key, name in (("token", "TOKEN"), ("user", "USER"), ("password", "PASSWORD")):
+        value = getattr(config, key, None)
+        if value:
+            env[f"POLLERD_NATS_{name}"] = str(value)
+    if config.creds:
+        env["POLLERD_NATS_CREDS"] = str(config.creds)
+    return env
+
+
+class RouteTable:
+    """The routes by plugin id; owns their transports and closes them."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        environ: Mapping[str, str],
+        nc: Client | None,
+        supervisor: Supervisor | None,
+        *,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._config = config
+        self._environ = environ
+        self._nc = nc
+        self._supervisor = supervisor
+        self._extra_env = dict(extra_env or {})
+        self._routes: dict[str, Route] = {}
+
+    def __getitem__(self, plugin_id: str) -> Route:
+        return self._routes[plugin_id]
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes)
+
+    def add(self, manifest: Manifest) -> Route:
+        route = self._routes[manifest.id] = self._build(manifest)
+        return route
+
+    async def remove(self, plugin_id: str) -> None:
+        route = self._routes.pop(plugin_id, None)
+        if route is not None:
+            await route.transport.aclose()
+
+    async def aclose(self) -> None:
+        for route in self._routes.values():
+            await route.transport.aclose()
+
+    def plugin_changed(self, status: PluginStatus) -> None:
+        """A supervised plugin without a process fails its in-flight ticks now, not at timeout."""
+        route = self._routes.get(status.plugin_id)
+        if (
+            route is not None
+            and isinstance(route.transport, GuardedTransport)
+            and status.state in _GONE
+        ):
+            route.transport.plugin_exited(status.last_exit)
+
+    def _build(self, manifest: Manifest) -> Route:
+        transport: Transport
+        if manifest.lifecycle == "ephemeral":
+            transport = SubprocessTransport.from_manifest(
+                manifest,
+                self._environ,
+                python=sys.executable,
+                max_cursor_bytes=self._config.max_cursor_bytes,
+                extra_env=self._extra_env,
+            )
+        else:
+            if self._nc is None:
+                raise PollerdError(f"plugin {manifest.id!r} is long-lived and needs NATS")
+            transport = NatsTransport(
+                self._nc,
+                plugin_id=manifest.id,
+                subject_prefix=manifest.subject_prefix,
+                max_cursor_bytes=self._config.max_cursor_bytes,
+            )
+            if self._supervisor is not None:
+                transport = GuardedTransport(transport, manifest.id, self._supervisor.available)
+        return Route(
+            plugin_id=manifest.id,
+            transport=transport,
+            limit=asyncio.Semaphore(manifest.max_concurrent_ticks),
+            tick_timeout_s=manifest.tick_timeout_s,
+        )

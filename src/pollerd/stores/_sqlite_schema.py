@@ -1,0 +1,107 @@
+"""The SQLite store's schema, statements and row conversions (no connection handling here)."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import sqlite3
+from dataclasses import fields
+from datetime import UTC, datetime
+
+from pollerd.stores._values import TIME_FIELDS, to_utc
+from pollerd.stores.base import JobState
+
+BUSY_TIMEOUT_S = 5.0
+SCHEMA_KEY = "schema_version"
+VERSION_KEY = "version"
+META_TABLE = "meta"
+JOBS_TABLE = "jobs"
+
+COLUMNS = tuple(f.name for f in fields(JobState))  # also the order of JobState's fields
+INDEX = {name: index for index, name in enumerate(COLUMNS)}
+TIME_INDEXES = tuple(INDEX[name] for name in COLUMNS if name in TIME_FIELDS)
+CURSOR = INDEX["cursor"]
+PAUSED = INDEX["paused"]
+REVISION = INDEX["revision"]
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM {JOBS_TABLE}"
+SELECT_ONE = f"{SELECT} WHERE job_id = ?"
+DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits
+state_values = operator.attrgetter(*COLUMNS)
+INSERT = (
+    f"INSERT OR REPLACE INTO {JOBS_TABLE} ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+SCHEMA_STATEMENTS = (
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    f"""CREATE TABLE IF NOT EXISTS {JOBS_TABLE} (
+        job_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        cursor BLOB,
+        last_status TEXT,
+        last_error TEXT,
+        last_run_at TEXT,
+        last_success_at TEXT,
+        last_scheduled_at TEXT,
+        consecutive_errors INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        pause_reason TEXT,
+        broken_reason TEXT,
+        broken_config_hash TEXT,
+        breaker_open_until TEXT,
+        breaker_cooldown_s REAL,
+        revision INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+# sqlite3 messages → what the operator should do about them.
+HINTS = (
+    ("locked", "another process kept the store locked too long; retry, or stop the other writer"),
+    ("busy", "another process kept the store locked too long; retry, or stop the other writer"),
+    ("not a database", "the file is not a pollerd state store or is corrupt; move it away"),
+    ("malformed", "the file is corrupt; move it away (pollerd starts a new one, cursors reset)"),
+    ("unable to open", "check that the directory exists and is writable by pollerd"),
+    ("readonly", "check that the file and its directory are writable by pollerd"),
+    ("disk i/o", "check the disk and the file's permissions"),
+    ("full", "the disk is full; free some space"),
+)
+
+
+def meta(conn: sqlite3.Connection, key: str) -> int | None:
+    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def bump_version(conn: sqlite3.Connection) -> None:
+    conn.execute(f"UPDATE {META_TABLE} SET value = value + 1 WHERE key = ?", (VERSION_KEY,))
+
+
+@functools.lru_cache(maxsize=64)
+def update_statement(names: tuple[str, ...]) -> str:
+    """``UPDATE`` of these columns (names of JobUpdate fields) and the revision, by job id."""
+    assignments = [f"{name} = ?" for name in names]
+    assignments.append("revision = revision + 1")
+    return f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ?"
+
+
+def to_column(name: str, value: object) -> object:
+    if name in TIME_FIELDS and isinstance(value, datetime):
+        return to_utc(value, name).isoformat(timespec="microseconds")
+    return value
+
+
+def row_from_state(state: JobState) -> tuple[object, ...]:
+    return tuple(to_column(name, getattr(state, name)) for name in COLUMNS)
+
+
+def values_from_row(row: tuple[object, ...]) -> list[object]:
+    """Times from ISO 8601 text to UTC datetimes, ``paused`` to a bool; the rest as stored."""
+    if len(row) != len(COLUMNS):
+        raise ValueError(f"{len(row)} columns, expected {len(COLUMNS)}")
+    values = list(row)
+    for index in TIME_INDEXES:
+        value = values[index]
+        if isinstance(value, str):
+            values[index] = datetime.fromisoformat(value).astimezone(UTC)
+    values[PAUSED] = bool(values[PAUSED])
+    return values
