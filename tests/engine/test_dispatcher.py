@@ -46,7 +46,7 @@ def skipped_slots(caplog: pytest.LogCaptureFixture, job_id: str, reason: str) ->
 
 
 def overlap_skips(svc: Service, job_id: str) -> float:
-    return metric(svc.metrics, "pollerd_slots_skipped_total", job=job_id, reason="overlap")
+    return metric(svc.metrics, "pollerd_slots_skipped_total", job_id=job_id, reason="overlap")
 
 
 def blocking_job(tmp_path: Path, overlap: str) -> tuple[Path, Path, Path]:
@@ -207,7 +207,7 @@ async def test_after_downtime_the_missed_slots_run_by_the_catchup_policy(
         await wait_until(caught_up)
         await wait_until(lambda: len(read_runs(log)) == 1 + len(hours_run))
         drops = metric(
-            svc.metrics, "pollerd_slots_skipped_total", job="hourly", reason="catchup_dropped"
+            svc.metrics, "pollerd_slots_skipped_total", job_id="hourly", reason="catchup_dropped"
         )
         next_run = svc.next_run_at("hourly")
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pollerd.ops.metrics import JOB_STATES, PLUGIN_STATES, Metrics
+from pollerd.ops.metrics import JOB_STATES, PLUGIN_STATES, JobTimes, Metrics
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -17,7 +18,7 @@ def series_with(metrics: Metrics, label: str, value: str) -> list[str]:
         s.name
         for family in text_string_to_metric_families(metrics.render().decode())
         for s in family.samples
-        if s.labels.get(label) == value and not s.name.endswith("_created")
+        if s.labels.get(label) == value
     ]
 
 
@@ -27,8 +28,10 @@ def test_a_finished_tick_is_counted_by_job_kind_and_outcome() -> None:
     metrics.tick_finished("feeds", "rss", "ok", 0.3, None)
     metrics.tick_finished("feeds", "rss", "timeout", 5.0, 0.0)
 
-    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") == 2
-    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="timeout") == 1
+    assert sample(metrics, "pollerd_ticks_total", job_id="feeds", kind="rss", outcome="ok") == 2
+    assert (
+        sample(metrics, "pollerd_ticks_total", job_id="feeds", kind="rss", outcome="timeout") == 1
+    )
     assert sample(metrics, "pollerd_tick_duration_seconds_count", kind="rss") == 3
     assert sample(metrics, "pollerd_schedule_lateness_seconds_count", kind="rss") == 2
 
@@ -59,13 +62,14 @@ def test_skipped_slots_and_job_health_are_labelled_by_job() -> None:
     metrics.slot_skipped("feeds", "paused", count=0)
     metrics.job_health("feeds", consecutive_errors=3, breaker_open=True)
 
-    assert sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="overlap") == 1
+    assert sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="overlap") == 1
     assert (
-        sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="catchup_dropped") == 4
+        sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="catchup_dropped")
+        == 4
     )
-    assert sample(metrics, "pollerd_slots_skipped_total", job="feeds", reason="paused") is None
-    assert sample(metrics, "pollerd_consecutive_errors", job="feeds") == 3
-    assert sample(metrics, "pollerd_breaker_open", job="feeds") == 1
+    assert sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="paused") is None
+    assert sample(metrics, "pollerd_job_consecutive_errors", job_id="feeds") == 3
+    assert sample(metrics, "pollerd_job_breaker_open", job_id="feeds") == 1
 
 
 def test_forget_job_removes_only_that_jobs_series() -> None:
@@ -77,10 +81,10 @@ def test_forget_job_removes_only_that_jobs_series() -> None:
 
     metrics.forget_job("gone")
 
-    assert series_with(metrics, "job", "gone") == []
-    assert sorted(series_with(metrics, "job", "kept")) == [
-        "pollerd_breaker_open",
-        "pollerd_consecutive_errors",
+    assert series_with(metrics, "job_id", "gone") == []
+    assert sorted(series_with(metrics, "job_id", "kept")) == [
+        "pollerd_job_breaker_open",
+        "pollerd_job_consecutive_errors",
         "pollerd_slots_skipped_total",
         "pollerd_ticks_total",
     ]
@@ -92,7 +96,7 @@ def test_a_job_re_added_after_forget_starts_from_zero() -> None:
     metrics.forget_job("feeds")
     metrics.tick_finished("feeds", "rss", "ok", 0.1)
 
-    assert sample(metrics, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") == 1
+    assert sample(metrics, "pollerd_ticks_total", job_id="feeds", kind="rss", outcome="ok") == 1
 
 
 def test_plugin_state_is_one_series_per_state_with_only_the_current_one_set() -> None:
@@ -151,11 +155,15 @@ def test_two_instances_do_not_share_a_registry() -> None:
     first, second = Metrics(), Metrics()
     first.tick_finished("feeds", "rss", "ok", 0.1)
 
-    assert sample(second, "pollerd_ticks_total", job="feeds", kind="rss", outcome="ok") is None
+    assert sample(second, "pollerd_ticks_total", job_id="feeds", kind="rss", outcome="ok") is None
 
 
 def test_render_is_parseable_prometheus_text_with_every_family() -> None:
-    metrics = Metrics()
+    metrics = Metrics(version="9.9.9")
+    metrics.watch(
+        job_times=lambda: [JobTimes("feeds", 1_700_000_000.0, 1_700_000_060.0, 60.0)],
+        readiness=lambda: {"store": None},
+    )
     metrics.tick_finished("feeds", "rss", "ok", 0.1, 0.5)
     metrics.slot_skipped("feeds", "overlap")
     metrics.job_health("feeds", 0, False)
@@ -165,19 +173,93 @@ def test_render_is_parseable_prometheus_text_with_every_family() -> None:
     metrics.jobs_by_state({"active": 1})
 
     parsed = text_string_to_metric_families(metrics.render().decode())
-    families = {f.name for f in parsed if not f.name.endswith("_created")}
+    families = {f.name for f in parsed if f.name.startswith("pollerd_")}
 
     assert families == {
+        "pollerd_build_info",
         "pollerd_ticks",
         "pollerd_tick_duration_seconds",
         "pollerd_schedule_lateness_seconds",
         "pollerd_slots_skipped",
-        "pollerd_consecutive_errors",
-        "pollerd_breaker_open",
+        "pollerd_job_consecutive_errors",
+        "pollerd_job_breaker_open",
+        "pollerd_job_last_success_timestamp_seconds",
+        "pollerd_job_next_run_timestamp_seconds",
+        "pollerd_job_interval_seconds",
         "pollerd_plugin_state",
         "pollerd_plugin_restarts",
         "pollerd_events_published",
         "pollerd_config_reloads",
         "pollerd_jobs",
+        "pollerd_ready",
     }
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
+
+
+def test_no_series_has_a_job_label_or_a_created_suffix() -> None:
+    metrics = Metrics()
+    metrics.watch(job_times=lambda: [JobTimes("feeds", 1.0, 2.0, 3.0)])
+    metrics.tick_finished("feeds", "rss", "ok", 0.1, 0.5)
+    metrics.slot_skipped("feeds", "overlap")
+    metrics.plugin_state("rss", "running", 1)
+
+    samples = [
+        s for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples
+    ]
+
+    assert samples
+    assert [s.name for s in samples if "job" in s.labels] == []
+    assert [s.name for s in samples if s.name.endswith("_created")] == []
+
+
+def test_build_info_and_the_process_and_python_collectors_are_exported() -> None:
+    metrics = Metrics(version="1.2.3")
+
+    assert (
+        sample(
+            metrics,
+            "pollerd_build_info",
+            version="1.2.3",
+            python_version=(platform.python_version()),
+        )
+        == 1
+    )
+    assert (sample(metrics, "process_start_time_seconds") or 0) > 0
+    assert (sample(metrics, "process_resident_memory_bytes") or 0) > 0
+    assert sample(metrics, "python_info", **_python_info_labels()) == 1
+
+
+def _python_info_labels() -> dict[str, str]:
+    major, minor, patch = platform.python_version_tuple()
+    return {
+        "implementation": platform.python_implementation(),
+        "major": major,
+        "minor": minor,
+        "patchlevel": patch,
+        "version": platform.python_version(),
+    }
+
+
+def test_job_times_are_read_at_scrape_time_and_absent_values_have_no_series() -> None:
+    metrics = Metrics()
+    current = [JobTimes("feeds", 100.0, None, 60.0), JobTimes("once", None, 200.0, None)]
+    metrics.watch(job_times=lambda: current)
+
+    assert sample(metrics, "pollerd_job_last_success_timestamp_seconds", job_id="feeds") == 100
+    assert sample(metrics, "pollerd_job_next_run_timestamp_seconds", job_id="feeds") is None
+    assert sample(metrics, "pollerd_job_interval_seconds", job_id="feeds") == 60
+    assert sample(metrics, "pollerd_job_last_success_timestamp_seconds", job_id="once") is None
+    assert sample(metrics, "pollerd_job_next_run_timestamp_seconds", job_id="once") == 200
+
+    current = [JobTimes("feeds", 160.0, 220.0, 60.0)]
+
+    assert sample(metrics, "pollerd_job_last_success_timestamp_seconds", job_id="feeds") == 160
+    assert sample(metrics, "pollerd_job_next_run_timestamp_seconds", job_id="once") is None
+
+
+def test_readiness_is_one_series_per_component() -> None:
+    metrics = Metrics()
+    metrics.watch(readiness=lambda: {"store": None, "nats": "not connected"})
+
+    assert sample(metrics, "pollerd_ready", component="store") == 1
+    assert sample(metrics, "pollerd_ready", component="nats") == 0

@@ -222,7 +222,7 @@ def ticks_total(metrics_text: str, job_id: str, outcome: str = "ok") -> float:
     """The value of ``pollerd_ticks_total`` for one job and outcome (0 when not exported yet)."""
     for found in _METRIC.finditer(metrics_text):
         labels = found.group("labels")
-        if f'job="{job_id}"' in labels and f'outcome="{outcome}"' in labels:
+        if f'job_id="{job_id}"' in labels and f'outcome="{outcome}"' in labels:
             return float(found.group("value"))
     return 0.0
 

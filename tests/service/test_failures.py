@@ -115,8 +115,8 @@ async def test_transient_failures_are_retried_within_one_slot_with_the_same_tick
     async with service(config, schedule=False) as svc:
         outcome = await svc.tick_now("retry")
         state = await svc.store.get("retry")
-        ok_ticks = metric(svc.metrics, "pollerd_ticks_total", job="retry", outcome="ok")
-        failed_ticks = metric(svc.metrics, "pollerd_ticks_total", job="retry", outcome="transient")
+        ok_ticks = metric(svc.metrics, "pollerd_ticks_total", job_id="retry", outcome="ok")
+        failed_ticks = metric(svc.metrics, "pollerd_ticks_total", job_id="retry", outcome="transient")
 
     runs = read_runs(log)
     assert outcome is not None and outcome.ok and outcome.attempts == 3
@@ -159,7 +159,7 @@ async def test_the_breaker_opens_after_threshold_failed_slots_and_a_half_open_su
             clock.advance(10)
             skipped.append(await svc.tick_now("flaky"))
         skip_count = metric(
-            svc.metrics, "pollerd_slots_skipped_total", job="flaky", reason="breaker_open"
+            svc.metrics, "pollerd_slots_skipped_total", job_id="flaky", reason="breaker_open"
         )
         clock.advance(15)  # the cooldown is over: one half-open trial
         trial = await svc.tick_now("flaky")

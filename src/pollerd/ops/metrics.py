@@ -1,13 +1,33 @@
-"""Prometheus metrics of one pollerd process, on a registry of their own."""
+"""Prometheus metrics of one pollerd process, on a registry of their own.
+
+Names follow the Prometheus conventions: the per-job label is ``job_id`` (Prometheus sets
+``job`` on every scraped series itself), units are in the names (``_seconds``,
+``_timestamp_seconds``), counters end in ``_total`` and no ``*_created`` series are exported.
+New metrics follow the same rules and get a row in the operator guide's metrics table.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import platform
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +41,7 @@ SKIP_REASONS = frozenset(
 PLUGIN_STATES = ("starting", "running", "backoff", "failed", "stopped", "external")
 JOB_STATES = ("active", "paused", "broken", "disabled")
 RELOAD_RESULTS = ("ok", "invalid")
+JOB_LABEL = "job_id"  # never "job": Prometheus owns that label on every scraped series
 
 # The text format generate_latest() writes (the 0.0.4 exposition format).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,6 +52,24 @@ LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 360
 _Series = tuple[MetricWrapperBase, tuple[str, ...]]
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
+# ``*_created`` series double every counter and histogram for a value nobody alerts on; the
+# switch is process-wide in prometheus-client, and pollerd never wants them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class JobTimes:
+    """What a scrape shows about one job's timing (Unix seconds; None: no series)."""
+
+    job_id: str
+    last_success_s: float | None  # the last successful tick; None if it never succeeded
+    next_run_s: float | None  # the next fire time of an active job; None when not scheduled
+    interval_s: float | None  # the nominal interval; None for an ``at`` job
+
+
+JobTimesSource = Callable[[], Iterable[JobTimes]]
+ReadinessSource = Callable[[], Mapping[str, str | None]]
+
 
 def _check(value: str, allowed: frozenset[str] | tuple[str, ...], what: str) -> str:
     if value not in allowed:
@@ -38,21 +77,85 @@ def _check(value: str, allowed: frozenset[str] | tuple[str, ...], what: str) -> 
     return value
 
 
+class _ScrapeTimeCollector(Collector):
+    """Series computed when scraped, from the service's state: nothing to update per tick."""
+
+    def __init__(self) -> None:
+        self.job_times: JobTimesSource | None = None
+        self.readiness: ReadinessSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        jobs = list(self.job_times()) if self.job_times is not None else []
+        ready = dict(self.readiness()) if self.readiness is not None else None
+        return list(self._families(jobs, ready))
+
+    def _families(
+        self, jobs: Iterable[JobTimes] = (), ready: Mapping[str, str | None] | None = None
+    ) -> Iterator[Metric]:
+        last_success = GaugeMetricFamily(
+            "pollerd_job_last_success_timestamp_seconds",
+            "When the job's last successful tick finished (Unix time).",
+            labels=[JOB_LABEL],
+        )
+        next_run = GaugeMetricFamily(
+            "pollerd_job_next_run_timestamp_seconds",
+            "When an active job fires next, jitter included (Unix time).",
+            labels=[JOB_LABEL],
+        )
+        interval = GaugeMetricFamily(
+            "pollerd_job_interval_seconds",
+            "The job's nominal interval: its every, or the gap between two cron slots.",
+            labels=[JOB_LABEL],
+        )
+        for times in jobs:
+            for family, value in (
+                (last_success, times.last_success_s),
+                (next_run, times.next_run_s),
+                (interval, times.interval_s),
+            ):
+                if value is not None:
+                    family.add_metric([times.job_id], value)
+        yield from (last_success, next_run, interval)
+        ready_family = GaugeMetricFamily(
+            "pollerd_ready",
+            "1 when /readyz answers ready, else 0, with one series per component.",
+            labels=["component"],
+        )
+        for component, reason in (ready or {}).items():
+            ready_family.add_metric([component], 1.0 if reason is None else 0.0)
+        yield ready_family
+
+
 class Metrics:
     """Every pollerd metric, with methods that take plain values (job ids, kinds, counts).
 
     Labels are bounded: job ids come from the config, kinds from manifests, and outcomes, skip
     reasons and states from the closed sets above. Tick ids and error texts are never labels.
+    Per-job timestamps and readiness are read at scrape time from the sources given to
+    ``watch``, so a tick costs nothing for them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, version: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.content_type = CONTENT_TYPE
         reg = self.registry
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
+        build = Gauge(
+            "pollerd_build_info",
+            "Always 1; the labels say which pollerd and Python run.",
+            ["version", "python_version"],
+            registry=reg,
+        )
+        build.labels(version or _package_version(), platform.python_version()).set(1)
         self._ticks = Counter(
-            "pollerd_ticks",
+            "pollerd_ticks_total",
             "Ticks finished, by job, kind and outcome.",
-            ["job", "kind", "outcome"],
+            [JOB_LABEL, "kind", "outcome"],
             registry=reg,
         )
         self._tick_duration = Histogram(
@@ -70,21 +173,21 @@ class Metrics:
             registry=reg,
         )
         self._skipped = Counter(
-            "pollerd_slots_skipped",
+            "pollerd_slots_skipped_total",
             "Scheduled slots that did not run, by job and reason.",
-            ["job", "reason"],
+            [JOB_LABEL, "reason"],
             registry=reg,
         )
         self._consecutive_errors = Gauge(
-            "pollerd_consecutive_errors",
+            "pollerd_job_consecutive_errors",
             "Failed slots in a row for a job.",
-            ["job"],
+            [JOB_LABEL],
             registry=reg,
         )
         self._breaker_open = Gauge(
-            "pollerd_breaker_open",
+            "pollerd_job_breaker_open",
             "1 while the job's circuit breaker is open, else 0.",
-            ["job"],
+            [JOB_LABEL],
             registry=reg,
         )
         self._plugin_state = Gauge(
@@ -94,19 +197,19 @@ class Metrics:
             registry=reg,
         )
         self._plugin_restarts = Counter(
-            "pollerd_plugin_restarts",
+            "pollerd_plugin_restarts_total",
             "Restarts of a supervised plugin.",
             ["plugin"],
             registry=reg,
         )
         self._events = Counter(
-            "pollerd_events_published",
+            "pollerd_events_published_total",
             "Events published and acknowledged, by kind.",
             ["kind"],
             registry=reg,
         )
         self._reloads = Counter(
-            "pollerd_config_reloads",
+            "pollerd_config_reloads_total",
             "Config reloads, by result.",
             ["result"],
             registry=reg,
@@ -114,18 +217,29 @@ class Metrics:
         self._jobs = Gauge("pollerd_jobs", "Configured jobs, by state.", ["state"], registry=reg)
         for result in RELOAD_RESULTS:
             self._reloads.labels(result)
+        self._scrape_time = _ScrapeTimeCollector()
+        reg.register(self._scrape_time)
         self._job_series: dict[str, set[_Series]] = {}
         # Children looked up once: ``labels()`` costs a few µs, several times per tick.
         self._children: dict[_Series, MetricWrapperBase] = {}
         self._restarts_seen: dict[str, int] = {}
 
-    def _job_child(self, job: str, metric: _M, *labels: str) -> _M:
-        """The child of ``metric`` for ``labels``, remembered as one of ``job``'s series."""
+    def watch(
+        self, *, job_times: JobTimesSource | None = None, readiness: ReadinessSource | None = None
+    ) -> None:
+        """Where scrapes read per-job timestamps and readiness (called once the service runs)."""
+        if job_times is not None:
+            self._scrape_time.job_times = job_times
+        if readiness is not None:
+            self._scrape_time.readiness = readiness
+
+    def _job_child(self, job_id: str, metric: _M, *labels: str) -> _M:
+        """The child of ``metric`` for ``labels``, remembered as one of ``job_id``'s series."""
         key = (metric, labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
-            self._job_series.setdefault(job, set()).add(key)
+            self._job_series.setdefault(job_id, set()).add(key)
         return child  # type: ignore[return-value]
 
     def _kind_child(self, metric: _M, kind: str) -> _M:
@@ -138,7 +252,7 @@ class Metrics:
 
     def tick_finished(
         self,
-        job: str,
+        job_id: str,
         kind: str,
         outcome: str,
         duration_s: float,
@@ -146,19 +260,19 @@ class Metrics:
     ) -> None:
         """Count one finished slot. ``lateness_s`` is None for ticks that had no scheduled slot."""
         _check(outcome, TICK_OUTCOMES, "tick outcome")
-        self._job_child(job, self._ticks, job, kind, outcome).inc()
+        self._job_child(job_id, self._ticks, job_id, kind, outcome).inc()
         self._kind_child(self._tick_duration, kind).observe(max(duration_s, 0.0))
         if lateness_s is not None:
             self._kind_child(self._lateness, kind).observe(max(lateness_s, 0.0))
 
-    def slot_skipped(self, job: str, reason: str, count: int = 1) -> None:
+    def slot_skipped(self, job_id: str, reason: str, count: int = 1) -> None:
         _check(reason, SKIP_REASONS, "skip reason")
         if count > 0:
-            self._job_child(job, self._skipped, job, reason).inc(count)
+            self._job_child(job_id, self._skipped, job_id, reason).inc(count)
 
-    def job_health(self, job: str, consecutive_errors: int, breaker_open: bool) -> None:
-        self._job_child(job, self._consecutive_errors, job).set(consecutive_errors)
-        self._job_child(job, self._breaker_open, job).set(1 if breaker_open else 0)
+    def job_health(self, job_id: str, consecutive_errors: int, breaker_open: bool) -> None:
+        self._job_child(job_id, self._consecutive_errors, job_id).set(consecutive_errors)
+        self._job_child(job_id, self._breaker_open, job_id).set(1 if breaker_open else 0)
 
     def plugin_state(self, plugin: str, state: str, restarts: int) -> None:
         """Record a plugin's state and its restart count so far (a running total)."""
@@ -185,9 +299,9 @@ class Metrics:
         for state in JOB_STATES:
             self._jobs.labels(state).set(counts.get(state, 0))
 
-    def forget_job(self, job: str) -> None:
-        """Drop every series labelled with ``job`` (the job was removed by a reload)."""
-        for key in self._job_series.pop(job, set()):
+    def forget_job(self, job_id: str) -> None:
+        """Drop every series labelled with ``job_id`` (the job was removed by a reload)."""
+        for key in self._job_series.pop(job_id, set()):
             metric, labels = key
             metric.remove(*labels)
             self._children.pop(key, None)
@@ -202,3 +316,9 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format (``content_type``)."""
         return generate_latest(self.registry)
+
+
+def _package_version() -> str:
+    from pollerd import __version__
+
+    return __version__

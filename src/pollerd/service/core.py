@@ -71,6 +71,10 @@ class Service:
         self.store = store or open_store(self.config)
         self.metrics = Metrics()
         self._recorder = TickRecorder(self.metrics, clock)
+        self.metrics.watch(
+            job_times=lambda: self._recorder.job_times(self.setup, self.next_run_at),
+            readiness=self.readiness,
+        )
         self.nc: Client | None = None
         self.nats_url: str | None = None
         self.supervisor: Supervisor | None = None

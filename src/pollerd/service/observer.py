@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pollerd.config.pollers import JobConfig
+from pollerd.config.schedule import AtSchedule, EverySchedule, next_slots
 from pollerd.config.setup import Setup
 from pollerd.engine.runner import TickOutcome
 from pollerd.errors import PollerdError
-from pollerd.ops.metrics import Metrics
+from pollerd.ops.metrics import JobTimes, Metrics
 from pollerd.ops.ticklog import log_outcome, log_skip, tick_logger
-from pollerd.stores.base import Store
+from pollerd.stores.base import JobState, Store
+
+NextRunAt = Callable[[str], datetime | None]
+
+
+def nominal_interval_s(job: JobConfig, now: datetime) -> float | None:
+    """An ``every`` job's interval; for cron, the gap between its next two slots; None for at."""
+    if isinstance(job.schedule, EverySchedule):
+        return job.schedule.interval_s
+    if isinstance(job.schedule, AtSchedule):
+        return None
+    first, *rest = next_slots(job.schedule, job.timezone, now, 2) or [now]
+    return (rest[0] - first).total_seconds() if rest else None
 
 
 class TickRecorder:
-    """Logs each outcome and skip, and keeps the per-job metrics in step with them."""
+    """Logs each outcome and skip, and keeps the per-job metrics in step with them.
+
+    It also keeps the latest known state of every job (from the store every refresh, and from
+    each committed tick in between) for the series computed at scrape time.
+    """
 
     def __init__(self, metrics: Metrics, clock: Callable[[], datetime]) -> None:
         self._metrics = metrics
         self._clock = clock
+        self._states: dict[str, JobState] = {}
+        self._intervals: dict[str, tuple[str, float | None]] = {}  # job id → (config hash, s)
 
     def outcome(self, job: JobConfig, outcome: TickOutcome) -> None:
         level = logging.INFO if outcome.ok else logging.WARNING
@@ -30,6 +49,7 @@ class TickRecorder:
         lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
         self._metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
         if outcome.state is not None:
+            self._states[job.id] = outcome.state
             open_until = outcome.state.breaker_open_until
             self._metrics.job_health(
                 job.id,
@@ -51,7 +71,39 @@ class TickRecorder:
             states = {state.job_id: state for state in await store.all()}
         except PollerdError:
             return  # readiness reports the store
+        self._states = states
         counts = {"active": 0, "paused": 0, "broken": len(setup.broken), "disabled": 0}
         for job in setup.jobs:
             counts[job_state(job, states.get(job.id))[0]] += 1
         self._metrics.jobs_by_state(counts)
+
+    def job_times(self, setup: Setup, next_run_at: NextRunAt) -> list[JobTimes]:
+        """Last success, next run and interval of every runnable job, as a scrape shows them.
+
+        Only active jobs have a next run: an alert joined on it ignores paused and broken jobs.
+        """
+        from pollerd.ops.views import job_state
+
+        now = self._clock()
+        times = []
+        for job in setup.jobs:
+            state = self._states.get(job.id)
+            success = state.last_success_at if state else None
+            active = job_state(job, state)[0] == "active"
+            next_run = next_run_at(job.id) if active else None
+            times.append(
+                JobTimes(
+                    job_id=job.id,
+                    last_success_s=success.timestamp() if success else None,
+                    next_run_s=next_run.timestamp() if next_run else None,
+                    interval_s=self._interval(job, now),
+                )
+            )
+        return times
+
+    def _interval(self, job: JobConfig, now: datetime) -> float | None:
+        known = self._intervals.get(job.id)
+        if known is None or known[0] != job.config_hash:
+            known = (job.config_hash, nominal_interval_s(job, now - timedelta(microseconds=1)))
+            self._intervals[job.id] = known
+        return known[1]
