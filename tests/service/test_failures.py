@@ -116,7 +116,9 @@ async def test_transient_failures_are_retried_within_one_slot_with_the_same_tick
         outcome = await svc.tick_now("retry")
         state = await svc.store.get("retry")
         ok_ticks = metric(svc.metrics, "pollerd_ticks_total", job_id="retry", outcome="ok")
-        failed_ticks = metric(svc.metrics, "pollerd_ticks_total", job_id="retry", outcome="transient")
+        failed_ticks = metric(
+            svc.metrics, "pollerd_ticks_total", job_id="retry", outcome="transient"
+        )
 
     runs = read_runs(log)
     assert outcome is not None and outcome.ok and outcome.attempts == 3
