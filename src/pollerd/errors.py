@@ -10,6 +10,7 @@
     │   ├── ProtocolError        the plugin broke the wire protocol           (transient)
     │   └── PluginReplyError     the plugin answered with a JSON-RPC error    (by its code)
     ├── StoreError               the state store failed or has an unknown schema
+    │   └── StoreFencedError     a write of a leader that was replaced (epoch fencing)
     ├── NatsError                the NATS server could not be started or reached
     ├── EventPublishError        an event was not acknowledged; the tick is not committed
     └── SupervisorError          a supervised plugin could not be started
@@ -134,3 +135,21 @@ class SupervisorError(PollerdError):
 
 class EventPublishError(PollerdError):
     """An event of a tick was not acknowledged by the stream; the tick is not committed."""
+
+
+class StoreFencedError(StoreError):
+    """A leader's write was refused: the job's key holds a newer leader's epoch, or this replica
+    no longer holds the lease (epoch 0)."""
+
+    def __init__(self, job_id: str, epoch: int, stored_epoch: int) -> None:
+        self.job_id = job_id
+        self.epoch = epoch
+        self.stored_epoch = stored_epoch
+        if epoch == 0:
+            message = f"job {job_id!r}: not written, this replica does not lead any more"
+        else:
+            message = (
+                f"job {job_id!r}: not written, fenced: it holds epoch {stored_epoch}, "
+                f"newer than this leader's {epoch}"
+            )
+        super().__init__(message)

@@ -42,7 +42,7 @@ def test_a_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.path == tmp_path / "pollers.yaml"
     assert config.version == 1
     assert config.nats.url == "embedded" and config.nats.embedded
-    assert config.store == "sqlite"
+    assert config.store.type == "sqlite"
     assert config.state_dir == tmp_path / ".pollerd"
     assert config.plugin_dirs == (tmp_path / "plugins",)
     assert (config.http.enabled, config.http.host, config.http.port) == (True, "127.0.0.1", 9180)
@@ -429,7 +429,7 @@ def test_a_fatal_error_lists_every_problem_including_broken_jobs(tmp_path: Path)
     path = tmp_path / "pollers.yaml"
     assert problems == [
         f"{path}:1: version: unsupported version 2; this pollerd reads version 1",
-        f"{path}:2: store: unsupported store 'redis'; supported: sqlite",
+        f"{path}:2: store: unsupported store 'redis'; supported: sqlite, nats-kv",
         f"{path}:4: jobs[0].schedule.every: invalid duration 'x': expected a number with a unit, "
         "e.g. '500ms', '10s', '5m', '2h', '1d' or '1h30m'",
         f"{path}:5: max_cursor_bytes: must be greater than or equal to 1, got 0",

@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from natscluster import NatsCluster
 from pollerd.errors import StoreError
+from pollerd.natsio.connection import connect
 from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.stores.kv import KvStore
 from pollerd.stores.memory import MemoryStore
 from pollerd.stores.sqlite import SqliteStore
 
 MOMENT = datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
+STORES = ["memory", "sqlite", pytest.param("nats-kv", marks=pytest.mark.nats)]
+_buckets = itertools.count()
 
 
-def make_store(name: str, tmp_path: Path) -> Store:
+@pytest.fixture(scope="module")
+def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """One nats-server for the module; each nats-kv store gets a bucket of its own."""
+    server = NatsCluster(tmp_path_factory.mktemp("kv-nats"), size=1)
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
     if name == "sqlite":
         return SqliteStore(tmp_path / "state" / "state.db")
+    if name == "nats-kv":
+        url = request.getfixturevalue("kv_server").urls
+        return KvStore(lambda: connect(url, name="pytest-kv"), bucket=f"T{next(_buckets)}")
     return MemoryStore()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with make_store(request.param, tmp_path) as opened:
+    async with make_store(request.param, tmp_path, request) as opened:
         yield opened
 
 
@@ -328,9 +346,11 @@ async def test_version_increases_on_every_write_and_only_then(store: Store) -> N
     assert seen[0] < seen[1] < seen[2] < seen[3] == seen[4] < seen[5]
 
 
-@pytest.mark.parametrize("name", ["memory", "sqlite"])
-async def test_a_closed_store_refuses_to_work(name: str, tmp_path: Path) -> None:
-    store = make_store(name, tmp_path)
+@pytest.mark.parametrize("name", STORES)
+async def test_a_closed_store_refuses_to_work(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = make_store(name, tmp_path, request)
     async with store:
         await store.ensure("inbox", "dir_watch")
 
@@ -344,3 +364,55 @@ async def test_ping_passes_on_an_open_store(store: Store) -> None:
     await store.ping()
 
     assert await store.all() == []
+
+
+def _second_store(name: str, first: Store, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    """Another store on the same data, as another process (the CLI, another replica) opens it."""
+    if isinstance(first, KvStore):
+        url = request.getfixturevalue("kv_server").urls
+        return KvStore(lambda: connect(url, name="pytest-kv-2"), bucket=first.bucket)
+    return make_store(name, tmp_path, request)
+
+
+@pytest.mark.parametrize("name", ["sqlite", pytest.param("nats-kv", marks=pytest.mark.nats)])
+async def test_an_operator_cursor_written_by_another_process_wins_over_a_tick_commit(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with make_store(name, tmp_path, request) as service:
+        await service.ensure("inbox", "dir_watch")
+        await service.update("inbox", JobUpdate(cursor=b"before"))
+        started = await service.get("inbox")  # the tick starts from this state
+        assert started is not None
+        async with _second_store(name, service, tmp_path, request) as cli:
+            await cli.update("inbox", JobUpdate(cursor=b"operator"))
+
+        committed = await service.update(
+            "inbox",
+            JobUpdate(cursor=b"plugin", last_status="ok", consecutive_errors=0),
+            expect_cursor=started.cursor,
+        )
+
+        assert (committed.cursor, committed.last_status) == (b"operator", "ok")
+        assert committed.revision == started.revision + 2
+        assert await service.get("inbox") == committed
+
+
+@pytest.mark.parametrize("name", ["sqlite", pytest.param("nats-kv", marks=pytest.mark.nats)])
+async def test_another_process_sees_the_version_move_and_the_writes_of_both_are_kept(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with make_store(name, tmp_path, request) as first:
+        await first.ensure("inbox", "dir_watch")
+        async with _second_store(name, first, tmp_path, request) as second:
+            seen = await second.version()
+            await second.get("inbox")  # both now remember the same revision
+
+            await first.update("inbox", JobUpdate(consecutive_errors=2))
+            moved = await second.version()
+            await second.update("inbox", JobUpdate(last_status="timeout"))
+
+            assert moved > seen
+            stored = await first.get("inbox")
+            assert stored is not None
+            assert (stored.consecutive_errors, stored.last_status) == (2, "timeout")
+            assert stored.revision == 2

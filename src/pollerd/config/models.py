@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,7 +18,9 @@ from pollerd.config.schedule import AtSchedule, CronSchedule, EverySchedule, Sch
 logger = logging.getLogger(__name__)
 
 SUPPORTED_VERSION = 1
-SUPPORTED_STORES = ("sqlite",)
+SUPPORTED_STORES = ("sqlite", "nats-kv")
+KV_BUCKET_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+REPLICA_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 DEFAULT_LISTEN = "127.0.0.1:9180"
 DEFAULT_MAX_CURSOR_BYTES = 256 * 1024
 JOB_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
@@ -290,6 +293,53 @@ def _http_form(value: Any) -> Any:
     return value if isinstance(value, dict) else {"listen": value}
 
 
+def _store_form(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if value not in SUPPORTED_STORES:
+            raise ValueError(
+                f"unsupported store {value!r}; supported: {', '.join(SUPPORTED_STORES)}"
+            )
+        return {"type": value}
+    return value
+
+
+def _whole_seconds(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError(f"must be a whole number of seconds, at least 1s, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where job state lives: ``sqlite`` (a file in state_dir) or ``nats-kv`` (replicas)."""
+
+    type: str = "sqlite"
+    bucket: str = "POLLERD_STATE"
+    replicas: int | None = None  # None: 3 on a cluster of 3 or more servers, else 1
+    lease_ttl_s: float = 10.0
+    replica_name: str | None = None  # None: <hostname>-<pid>
+
+    @property
+    def replicated(self) -> bool:
+        return self.type == "nats-kv"
+
+
+class StoreModel(BaseModel):
+    model_config = _STRICT
+
+    type: Literal["sqlite", "nats-kv"] = "sqlite"
+    bucket: str = Field(default="POLLERD_STATE", pattern=KV_BUCKET_PATTERN)
+    replicas: int | None = Field(default=None, ge=1, le=5)
+    lease_ttl: Annotated[float, BeforeValidator(_whole_seconds)] = 10.0
+    name: str | None = Field(default=None, pattern=REPLICA_NAME_PATTERN)
+
+    def config(self) -> StoreConfig:
+        return StoreConfig(self.type, self.bucket, self.replicas, self.lease_ttl, self.name)
+
+
 def _list_form(value: Any) -> Any:
     if value is None:
         return []
@@ -311,7 +361,7 @@ class FileModel(BaseModel):
 
     version: int
     nats: Annotated[NatsModel, BeforeValidator(_nats_form)] = NatsModel()
-    store: str = "sqlite"
+    store: Annotated[StoreModel, BeforeValidator(_store_form)] = StoreModel()
     state_dir: str = Field(default=".pollerd", min_length=1)
     plugins: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_list_form)] = [
         "plugins"
@@ -333,11 +383,11 @@ class FileModel(BaseModel):
             )
         return value
 
-    @field_validator("store")
-    @classmethod
-    def _supported_store(cls, value: str) -> str:
-        if value not in SUPPORTED_STORES:
+    @model_validator(mode="after")
+    def _kv_needs_a_cluster(self) -> FileModel:
+        if self.store.type == "nats-kv" and self.nats.url == "embedded":
             raise ValueError(
-                f"unsupported store {value!r}; supported: {', '.join(SUPPORTED_STORES)}"
+                "store nats-kv keeps the state in a NATS cluster: set nats.url to its servers "
+                "(the embedded nats-server is for a single pollerd with the sqlite store)"
             )
-        return value
+        return self

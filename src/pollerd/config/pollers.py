@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
-from pollerd.config.models import SUPPORTED_VERSION, FileModel, JobModel
+from pollerd.config.models import SUPPORTED_VERSION, FileModel, JobModel, StoreConfig
 from pollerd.config.problems import describe_error, format_loc, preview
 from pollerd.config.schedule import Schedule
 from pollerd.config.yamlfile import Loc, YamlDocument, read_yaml
@@ -154,7 +154,7 @@ class ServiceConfig:
     path: Path  # absolute
     version: int
     nats: NatsConfig
-    store: str
+    store: StoreConfig
     state_dir: Path
     plugin_dirs: tuple[Path, ...]
     http: HttpConfig
@@ -341,7 +341,7 @@ class _ConfigReader:
             path=self.path,
             version=top.version,
             nats=_nats_config(top, base),
-            store=top.store,
+            store=top.store.config(),
             state_dir=_resolve(base, top.state_dir),
             plugin_dirs=tuple(_resolve(base, folder) for folder in top.plugins),
             http=_http_config(top),

@@ -72,6 +72,15 @@ def check_summary(setup: Setup) -> list[str]:
     return lines
 
 
+def open_setup_store(setup: Setup) -> Store:
+    """The config's store, unopened; a nats-kv store connects with the config's NATS settings."""
+    from pollerd.natsio.connection import connect_from_config
+    from pollerd.stores import open_store
+
+    nats = setup.config.nats
+    return open_store(setup.config, connect=lambda: connect_from_config(nats, name="pollerd-cli"))
+
+
 def find_job(setup: Setup, job_id: str) -> JobConfig:
     for job in setup.jobs:
         if job.id == job_id:
@@ -85,9 +94,8 @@ def find_job(setup: Setup, job_id: str) -> JobConfig:
 
 async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow]:
     from pollerd.config.schedule import utc_now
-    from pollerd.stores import open_store
 
-    async with open_store(setup.config) as store:
+    async with open_setup_store(setup) as store:
         return await job_rows(setup, store, now or utc_now())
 
 
@@ -116,8 +124,6 @@ async def _live_call(
 
 
 async def pause(setup: Setup, job_id: str, paused: bool, reason: str | None) -> str:
-    from pollerd.stores import open_store
-
     job = find_job(setup, job_id)
     action = "pause" if paused else "resume"
     live, answer = await _live_call(
@@ -125,13 +131,12 @@ async def pause(setup: Setup, job_id: str, paused: bool, reason: str | None) -> 
     )
     if live:
         return f"{answer['state']} (applied by the running service)"
-    async with open_store(setup.config) as store:
+    async with open_setup_store(setup) as store:
         state = await set_paused(store, job, paused, reason)
     return "paused" if state.paused else "active"
 
 
 async def cursor(setup: Setup, job_id: str, action: str, value: str | None) -> str:
-    from pollerd.stores import open_store
     from pollerd.wire import decode_cursor
 
     job = find_job(setup, job_id)
@@ -145,7 +150,7 @@ async def cursor(setup: Setup, job_id: str, action: str, value: str | None) -> s
         )
         if live:
             return answer.get("cursor") or ""
-    async with open_store(setup.config) as store:
+    async with open_setup_store(setup) as store:
         if action == "get":
             state = await store.get(job.id)
             stored = state.cursor if state else None

@@ -68,7 +68,10 @@ class Service:
         self.config = setup.config
         self.environ = dict(environ)
         self.clock = clock
-        self.store = store or open_store(self.config)
+        nats = self.config.nats
+        self.store = store or open_store(
+            self.config, connect=lambda: connect_from_config(nats, name="pollerd-store")
+        )
         self.metrics = Metrics()
         self._recorder = TickRecorder(self.metrics, clock)
         self.metrics.watch(

@@ -1,0 +1,75 @@
+"""The value of one job's key in the nats-kv store: versioned JSON, plus the writer's epoch."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from pollerd.errors import StoreError
+from pollerd.stores._values import TIME_FIELDS
+from pollerd.stores.base import JobState
+
+logger = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+JOB_KEY_PREFIX = "job."
+ESCAPED_KEY_PREFIX = "job.=x"  # job ids that are not valid KV keys as they are (empty tokens)
+SCHEMA_KEY = "meta.schema"
+_PLAIN_KEY = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_STATE_FIELDS = tuple(f.name for f in fields(JobState))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A job's state as stored, the epoch of the leader that last claimed or committed it (0:
+    never written by a leader) and the KV revision it was read at (0: not stored yet)."""
+
+    state: JobState
+    epoch: int = 0
+    kv_revision: int = 0
+
+
+def job_key(job_id: str) -> str:
+    """``job.<id>``; an id with an empty token (``a..b``, ``a.``) is hex-escaped."""
+    if _PLAIN_KEY.fullmatch(job_id):
+        return JOB_KEY_PREFIX + job_id
+    return ESCAPED_KEY_PREFIX + job_id.encode().hex()
+
+
+def encode_record(state: JobState, epoch: int) -> bytes:
+    body: dict[str, Any] = {"v": RECORD_VERSION, "epoch": epoch}
+    for name in _STATE_FIELDS:
+        value = getattr(state, name)
+        if name == "cursor" and value is not None:
+            value = base64.urlsafe_b64encode(value).decode("ascii")
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        body[name] = value
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_record(data: bytes, kv_revision: int, where: str) -> Record:
+    """The record in ``data``; ``StoreError`` naming ``where`` when it cannot be read."""
+    try:
+        body = json.loads(data)
+        found = body.get("v") if isinstance(body, dict) else None
+        if found != RECORD_VERSION:
+            raise StoreError(
+                f"{where} has record version {found!r}; this pollerd supports version "
+                f"{RECORD_VERSION}. Run the pollerd version that wrote it"
+            )
+        values = {name: body[name] for name in _STATE_FIELDS}
+        if values["cursor"] is not None:
+            values["cursor"] = base64.urlsafe_b64decode(values["cursor"])
+        for name in TIME_FIELDS:
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        return Record(JobState(**values), int(body["epoch"]), kv_revision)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise StoreError(f"{where} holds an unreadable value ({exc!r})") from exc
