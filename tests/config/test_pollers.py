@@ -446,13 +446,12 @@ def test_a_fatal_error_lists_every_problem_including_broken_jobs(tmp_path: Path)
         ("version: 1\nversion: 1\n", "2: version: duplicate key 'version' (first set at line 1)"),
         (
             "version: 1\njobs:\n  - id: a\n   kind: b\n",
-            "4: malformed YAML: expected <block end>, but found '<block mapping start>', "
+            "4: malformed YAML: did not find expected '-' indicator, "
             "while parsing a block collection",
         ),
         (
             "version: 1\nplugins: [a\n",
-            "3: malformed YAML: expected ',' or ']', "
-            "but got '<stream end>', while parsing a flow sequence",
+            "3: malformed YAML: did not find expected ',' or ']', while parsing a flow sequence",
         ),
     ],
 )

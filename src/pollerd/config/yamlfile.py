@@ -11,6 +11,16 @@ Substitution happens on the text, before YAML parsing (DESIGN §3):
 The value is inserted as text: quote it in the YAML (``token: "${TOKEN}"``) when it may contain
 characters YAML treats specially. Line numbers always refer to the file as written, even when a
 value spans several lines.
+
+Limits, checked on the parse events before any node is built (one pass, no recursion), so that a
+hostile or careless file costs an error message instead of the process:
+
+- the file may hold at most ``MAX_FILE_BYTES``;
+- collections may nest at most ``MAX_DEPTH`` levels (deeper input overflowed Python's recursion
+  limit in the YAML composer);
+- aliases may expand the document to at most ``EXPANSION_FACTOR`` times the nodes written plus
+  ``EXPANSION_SLACK``: a "billion laughs" file of a few hundred bytes expands to billions of
+  nodes, while aliases used to share values stay far below the limit.
 """
 
 from __future__ import annotations
@@ -24,6 +34,12 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    ScalarEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pollerd.errors import ConfigError
@@ -36,6 +52,11 @@ _REFERENCE = re.compile(r"\$(\$)?\{([^}\n]*)(\})?")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 100
+EXPANSION_FACTOR = 10
+EXPANSION_SLACK = 100_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +83,14 @@ def read_yaml(path: Path, environ: Mapping[str, str], source: str) -> YamlDocume
     Raises ``ConfigError`` when the file cannot be read, names unset variables, or is not YAML.
     """
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{source}: the file is larger than {_size(MAX_FILE_BYTES)}; a pollers.yaml this "
+                "large is not one an operator wrote: check that it is the right file"
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{source}: no such file; create it or pass another one with -c"
@@ -73,6 +101,10 @@ def read_yaml(path: Path, environ: Mapping[str, str], source: str) -> YamlDocume
         raise ConfigError(f"{source}: the file is not UTF-8 text ({exc.reason})") from None
     substituted, line_map = substitute_env(text, environ, source)
     return parse_yaml(substituted, source, line_map)
+
+
+def _size(count: int) -> str:
+    return f"{count // (1024 * 1024)} MiB" if count >= 1024 * 1024 else f"{count // 1024} KiB"
 
 
 def substitute_env(text: str, environ: Mapping[str, str], source: str) -> tuple[str, list[int]]:
@@ -127,14 +159,32 @@ def _substitute_line(
     return _REFERENCE.sub(replace, line)
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (its wheels are): 5-10x faster on large files.
+_BaseLoader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that keeps an impossible timestamp (2025-13-01) as a string for the validator."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        """The tag of a node; a plain scalar's is cached by its text (most values repeat)."""
+        if kind is not ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._resolved.get(key)
+        if tag is None:
+            tag = self._resolved[key] = super().resolve(kind, value, implicit)
+        return tag
 
     def construct_lenient_timestamp(self, node: Node) -> Any:
         try:
             return SafeConstructor.construct_yaml_timestamp(self, node)  # type: ignore[arg-type]
         except ValueError:
-            return self.construct_scalar(node)  # type: ignore[arg-type]
+            return self.construct_scalar(node)
 
 
 _Loader.add_constructor(_TIMESTAMP_TAG, _Loader.construct_lenient_timestamp)
@@ -149,6 +199,7 @@ def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> Yam
 
     loader = _Loader(text)
     try:
+        _check_shape(text)
         node = loader.get_single_node()
         index = _LineIndex(original)
         if node is not None:
@@ -163,9 +214,62 @@ def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> Yam
         raise ConfigError(f"{source}:1: malformed YAML: {exc}") from None
     except _RecursiveAliasError as exc:
         raise ConfigError(f"{source}:{exc.line}: a YAML alias refers to itself") from None
+    except _ShapeError as exc:
+        raise ConfigError(f"{source}:{original(exc.line)}: {exc.message}") from None
     finally:
         loader.dispose()
     return YamlDocument(data, index.lines, tuple(index.problems))
+
+
+class _ShapeError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line = line
+        self.message = message
+        super().__init__(line, message)
+
+
+def _check_shape(text: str) -> None:
+    """Refuse too deep nesting and alias bombs from the parse events; raises ``_ShapeError``."""
+    depth = 0
+    written = 0
+    expanded = 0  # nodes of the document with every alias replaced by what it names
+    starts: list[tuple[int, str | None]] = []  # per open collection: expanded before it, anchor
+    sizes: dict[str, int] = {}  # anchor -> expanded nodes under it
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _ShapeError(
+                    _event_line(event),
+                    f"nested deeper than {MAX_DEPTH} levels; flatten the structure",
+                )
+            starts.append((expanded, event.anchor))
+            written += 1
+            expanded += 1
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+            before, anchor = starts.pop()
+            if anchor is not None:
+                sizes[anchor] = expanded - before
+        elif isinstance(event, ScalarEvent):
+            written += 1
+            expanded += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, AliasEvent):
+            expanded += sizes.get(event.anchor or "", 1)  # undefined: the composer says so
+            if expanded > EXPANSION_FACTOR * written + EXPANSION_SLACK:
+                raise _ShapeError(
+                    _event_line(event),
+                    f"the alias *{event.anchor} makes the document expand to over {expanded:,} "
+                    f"values from {written:,} written: refused as an alias bomb; write the "
+                    "values out or use fewer nested aliases",
+                )
+
+
+def _event_line(event: Any) -> int:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else 1
 
 
 class _RecursiveAliasError(Exception):
