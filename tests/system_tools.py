@@ -16,6 +16,7 @@ APT_PACKAGES = {
     "promtool": "prometheus",
     "chromium": "chromium",
     "systemd-analyze": "systemd",
+    "zsh": "zsh",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pollerd.errors import ConfigError, ManifestError, PollerdError
 from pollerd.ops import admin, views
+from pollerd.ops.cliparser import build_parser, parse
 from pollerd.ops.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -23,61 +24,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a failed check or a failed tick
 EXIT_USAGE = 2  # bad arguments or an unreadable / invalid config
 
-DEFAULT_CONFIG = "pollers.yaml"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pollerd", description=__doc__)
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        choices=["debug", "info", "warning", "error"],
-        help="default: info for `run`, warning for the other commands",
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("-c", "--config", default=DEFAULT_CONFIG, type=Path, help="pollers.yaml")
-        return sub
-
-    command("run", "run the service")
-    command("check", "validate the config, the plugin manifests and the kinds")
-    jobs = command("jobs", "list jobs with their state, next runs and cursor")
-    jobs.add_argument("--json", action="store_true")
-    plugins = command("plugins", "list plugins with their kinds and state")
-    plugins.add_argument("--json", action="store_true")
-    tick = command("tick", "run one tick of a job now, through the normal path")
-    tick.add_argument("job")
-    tick.add_argument("--dry-run", action="store_true", help="do not publish or commit")
-    pause = command("pause", "pause a job")
-    pause.add_argument("job")
-    pause.add_argument("--reason", default=None)
-    resume = command("resume", "resume a paused job (also closes its breaker)")
-    resume.add_argument("job")
-    cursor = command("cursor", "read or change a job's cursor")
-    cursor.add_argument("action", choices=["get", "set", "reset"])
-    cursor.add_argument("job")
-    cursor.add_argument("value", nargs="?", help="base64url, for set")
-    command("reload", "make the running service reload pollers.yaml")
-    events = command("events", "read the events stream")
-    events.add_argument("--job", default=None)
-    events.add_argument("--follow", action="store_true")
-    new_plugin = commands.add_parser(
-        "new-plugin", help="write a working plugin folder to start from"
-    )
-    new_plugin.add_argument("name", help="the plugin id, also the folder name")
-    new_plugin.add_argument("--lifecycle", required=True, choices=["ephemeral", "long_lived"])
-    new_plugin.add_argument("--kind", default=None, help="the poller kind (default: the name)")
-    new_plugin.add_argument(
-        "--dir", default=Path("plugins"), type=Path, help="the plugins folder (default: plugins)"
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv, os.environ)
     level = args.log_level or ("info" if args.command == "run" else "warning")
     setup_logging(level, args.log_format)
     handler = _HANDLERS[args.command]
@@ -94,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `pollerd jobs | head`: the reader left, nothing to report
         sys.stderr.close()
         return EXIT_OK
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
 
 
 def _unreadable(path: Path) -> bool:
@@ -122,9 +76,14 @@ def _check(args: argparse.Namespace) -> int:
         if isinstance(exc, ConfigError) and _unreadable(args.config):
             raise
         print(f"pollerd: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json({"ok": False, "config": str(args.config), "error": str(exc)})
         return EXIT_FAILED
-    for line in admin.check_summary(setup):
-        print(line)
+    if args.json:
+        _print_json(admin.check_report(setup))
+    else:
+        for line in admin.check_summary(setup):
+            print(line)
     return EXIT_FAILED if setup.broken else EXIT_OK
 
 
@@ -135,7 +94,7 @@ def _jobs(args: argparse.Namespace) -> int:
         return _jobs_of_running_service(args, exc)
     rows = asyncio.run(admin.collect_jobs(setup))
     if args.json:
-        print(json.dumps([row.to_json() for row in rows], indent=2))
+        _print_json([row.to_json() for row in rows])
     else:
         print(views.format_jobs(rows))
     return EXIT_OK
@@ -164,7 +123,7 @@ def _plugins(args: argparse.Namespace) -> int:
     setup = _load(args)
     rows = asyncio.run(admin.plugins(setup))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _print_json(rows)
     else:
         print(views.format_plugins(rows))
     return EXIT_OK
@@ -176,22 +135,36 @@ def _tick(args: argparse.Namespace) -> int:
 
     run_locally = functools.partial(tick_in_process, environ=os.environ)
     result = asyncio.run(admin.tick(setup, args.job, dry_run=args.dry_run, run_locally=run_locally))
-    print(json.dumps(result, indent=2))
+    _print_json(result)
     return EXIT_OK if result.get("status") == "ok" else EXIT_FAILED
 
 
 def _pause(args: argparse.Namespace) -> int:
     setup = _load(args)
     state = asyncio.run(admin.pause(setup, args.job, True, args.reason))
-    print(f"{args.job}: {state}")
+    _print_state(args, state)
     return EXIT_OK
 
 
 def _resume(args: argparse.Namespace) -> int:
     setup = _load(args)
     state = asyncio.run(admin.pause(setup, args.job, False, None))
-    print(f"{args.job}: {state}")
+    _print_state(args, state)
     return EXIT_OK
+
+
+def _print_state(args: argparse.Namespace, state: str) -> None:
+    if args.json:
+        live = state.endswith(admin.APPLIED_BY_SERVICE)
+        _print_json(
+            {
+                "job_id": args.job,
+                "state": state.removesuffix(admin.APPLIED_BY_SERVICE),
+                "applied_by_service": live,
+            }
+        )
+    else:
+        print(f"{args.job}: {state}")
 
 
 def _cursor(args: argparse.Namespace) -> int:
@@ -207,7 +180,10 @@ def _cursor(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pollerd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(text)
+    if args.json:
+        _print_json({"job_id": args.job, "cursor": text or None})
+    else:
+        print(text)
     return EXIT_OK
 
 
@@ -237,6 +213,13 @@ def _new_plugin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
+
 _HANDLERS = {
     "run": _run,
     "check": _check,
@@ -249,6 +232,7 @@ _HANDLERS = {
     "reload": _reload,
     "events": _events,
     "new-plugin": _new_plugin,
+    "completion": _completion,
 }
 
 

@@ -30,7 +30,8 @@ LocalTick = Callable[["Setup", str, bool], Awaitable["TickOutcome | None"]]
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack as ExitStackLike
 
-LIVE_TICK_MARGIN_S = 5.0  # how much longer than a tick may take `pollerd tick` waits for it
+LIVE_TICK_MARGIN_S = 5.0
+APPLIED_BY_SERVICE = " (applied by the running service)"  # how much longer than a tick may take `pollerd tick` waits for it
 
 
 async def set_paused(store: Store, job: JobConfig, paused: bool, reason: str | None) -> JobState:
@@ -79,6 +80,20 @@ def open_setup_store(setup: Setup) -> Store:
 
     nats = setup.config.nats
     return open_store(setup.config, connect=lambda: connect_from_config(nats, name="pollerd-cli"))
+
+
+def check_report(setup: Setup) -> dict[str, Any]:
+    """What `pollerd check --json` prints."""
+    return {
+        "ok": not setup.broken,
+        "config": str(setup.config.path),
+        "plugins": [
+            {"id": m.id, "kinds": list(m.kinds), "lifecycle": m.lifecycle}
+            for m in setup.router.plugins()
+        ],
+        "jobs": [job.id for job in setup.jobs],
+        "broken": [{"id": b.id, "line": b.line, "reason": b.reason} for b in setup.broken],
+    }
 
 
 def find_job(setup: Setup, job_id: str) -> JobConfig:
@@ -130,7 +145,7 @@ async def pause(setup: Setup, job_id: str, paused: bool, reason: str | None) -> 
         setup, "POST", f"/v1/jobs/{job.id}/{action}", {"reason": reason} if paused else None
     )
     if live:
-        return f"{answer['state']} (applied by the running service)"
+        return f"{answer['state']}{APPLIED_BY_SERVICE}"
     async with open_setup_store(setup) as store:
         state = await set_paused(store, job, paused, reason)
     return "paused" if state.paused else "active"
