@@ -30,8 +30,8 @@ LocalTick = Callable[["Setup", str, bool], Awaitable["TickOutcome | None"]]
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack as ExitStackLike
 
-LIVE_TICK_MARGIN_S = 5.0
-APPLIED_BY_SERVICE = " (applied by the running service)"  # how much longer than a tick may take `pollerd tick` waits for it
+LIVE_TICK_MARGIN_S = 5.0  # how much longer than a tick may take `pollerd tick` waits for it
+APPLIED_BY_SERVICE = " (applied by the running service)"
 
 
 async def set_paused(store: Store, job: JobConfig, paused: bool, reason: str | None) -> JobState:
