@@ -25,7 +25,6 @@ EXIT_FAILED = 1  # a failed check or a failed tick
 EXIT_USAGE = 2  # bad arguments or an unreadable / invalid config
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv, os.environ)
     level = args.log_level or ("info" if args.command == "run" else "warning")
