@@ -141,7 +141,7 @@ class RaisingPlugin:
     kinds = ("alpha",)
     max_concurrency = 1
 
-    async def handle(self, frame: bytes) -> bytes:
+    async def handle(self, frame: bytes, *, waited_s: float = 0.0) -> bytes:
         raise RuntimeError("disk on fire")
 
 

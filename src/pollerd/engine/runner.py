@@ -158,7 +158,12 @@ class TickRunner:
 
         async def attempt(number: int) -> TickReply:
             attempts[0] = number
-            request = TickRequest(
+            # Built once the plugin's concurrency limit is taken: `now` then tells the plugin
+            # how much of the budget is left (the SDK stops its handler by it).
+            return await self._send(route, lambda: request(number), deadline)
+
+        def request(number: int) -> TickRequest:
+            return TickRequest(
                 kind=job.kind,
                 job_id=job.id,
                 tick_id=tick_id,
@@ -171,7 +176,6 @@ class TickRunner:
                 deadline=deadline,
                 interval_hint_secs=_interval_hint(job),
             )
-            return await self._send(route, request, deadline)
 
         # The first attempt runs outside tenacity: it usually succeeds, and building and driving
         # AsyncRetrying costs about as much as a NATS request. A transient failure is replayed
@@ -199,9 +203,12 @@ class TickRunner:
                 reply = await attempt(number)
         return reply
 
-    async def _send(self, route: Route, request: TickRequest, deadline: datetime) -> TickReply:
+    async def _send(
+        self, route: Route, make_request: Callable[[], TickRequest], deadline: datetime
+    ) -> TickReply:
         async with route.limit:
-            remaining = (deadline - self.clock()).total_seconds()
+            request = make_request()
+            remaining = (deadline - request.now).total_seconds()
             if remaining <= 0:
                 raise _deadline_passed(route, request)
             return await route.transport.send(request, remaining)

@@ -35,12 +35,20 @@ if TYPE_CHECKING:
 __all__ = ["Plugin"]
 
 DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_MAX_STUCK_THREADS = 8
+# A handler gets the tick's budget (deadline - now, both pollerd's clock) minus this share of it,
+# capped, so that its "did not finish in time" reply reaches pollerd before pollerd's own timeout.
+REPLY_MARGIN_SHARE = 0.1
+MAX_REPLY_MARGIN_S = 0.5
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 UNNAMED_PLUGIN = "unnamed"
 ENV_MODE = "POLLERD_MODE"
 ENV_PLUGIN_ID = "POLLERD_PLUGIN_ID"
 ENV_NATS_URL = "POLLERD_NATS_URL"
 MODE_EPHEMERAL = "ephemeral"
+# The exit code of a plugin that cannot run as configured (sysexits EX_CONFIG): pollerd's
+# supervisor marks it failed at once instead of restarting it.
+EXIT_CONFIG = 78
 MODE_LONG_LIVED = "long_lived"
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code flag of an ``async def`` function
 
@@ -75,14 +83,25 @@ class Plugin:
     """
 
     def __init__(
-        self, plugin_id: str | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+        self,
+        plugin_id: str | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_stuck_threads: int = DEFAULT_MAX_STUCK_THREADS,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if max_stuck_threads < 0:
+            raise ValueError(f"max_stuck_threads must be at least 0, got {max_stuck_threads}")
         self._id = plugin_id
         self.max_concurrency = max_concurrency
+        self.max_stuck_threads = max_stuck_threads
         self._handlers: dict[str, Callable[[Tick], Any]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        # Handlers still running after their tick was answered "did not finish in time", with
+        # the job they were serving: threads cannot be cancelled, and an async handler may
+        # swallow its cancellation.
+        self._overdue: dict[object, str] = {}
 
     @property
     def plugin_id(self) -> str:
@@ -110,17 +129,29 @@ class Plugin:
 
         return register
 
-    async def handle(self, frame: bytes) -> bytes:
+    @property
+    def announced_id(self) -> str | None:
+        """The id given at construction (None: the plugin takes pollerd's)."""
+        return self._id
+
+    def overdue_handlers(self) -> list[str]:
+        """The job ids of handlers still running past their tick's deadline (one per handler)."""
+        return list(self._overdue.values())
+
+    async def handle(self, frame: bytes, *, waited_s: float = 0.0) -> bytes:
         """Answer one request frame with one reply frame (newline-terminated). Never raises.
 
-        Sync handlers run in a pool of ``max_concurrency`` threads, so they do not block the loop
-        or each other. Cancellation propagates: a cancelled tick has no reply.
+        Sync handlers run in a pool of threads, so they do not block the loop or each other.
+        A handler still running near the tick's deadline is cancelled (an async one) or left
+        behind (a thread: it cannot be cancelled; see ``overdue_handlers``), and the tick is
+        answered with a transient error. ``waited_s``: how long the request already waited for a
+        free slot, taken off its budget. Cancellation propagates: a cancelled tick has no reply.
         """
         try:
             call = self._prepare(frame)
             if isinstance(call, bytes):
                 return call
-            return await self._answer(call)
+            return await self._answer(call, waited_s)
         except Exception as exc:  # pragma: no cover - a bug in the SDK itself
             return _sdk_failure(exc)
 
@@ -142,15 +173,50 @@ class Plugin:
         except Exception as exc:  # pragma: no cover - a bug in the SDK itself
             return _sdk_failure(exc)
 
-    async def _answer(self, call: _Call) -> bytes:
+    async def _answer(self, call: _Call, waited_s: float = 0.0) -> bytes:
+        import asyncio
+
+        budget_s = _budget_s(call.tick, waited_s)
+        if budget_s <= 0:
+            message = (
+                f"plugin {self.plugin_id!r}: no free slot before the tick's deadline "
+                f"(waited {waited_s:.3f}s; max_concurrency={self.max_concurrency})"
+            )
+            return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
+        if call.is_async:
+            work: asyncio.Future[Any] = asyncio.ensure_future(call.handler(call.tick))
+            token: object = work
+        else:
+            future = self._thread_pool().submit(call.handler, call.tick)
+            work, token = asyncio.wrap_future(future), future
         try:
-            if call.is_async:
-                result = await call.handler(call.tick)
-            else:
-                result = await self._in_thread(call)
+            done, _pending = await asyncio.wait({work}, timeout=budget_s)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        if not done:
+            return self._overdue_reply(call, work, token)
+        try:
+            result = work.result()
         except Exception as exc:
             return self._failure(call, exc)
         return self._success(call, result)
+
+    def _overdue_reply(self, call: _Call, work: Any, token: Any) -> bytes:
+        """Cancel a handler that ran out of time, remember it until it ends, say so."""
+        work.cancel()
+        self._overdue[token] = call.tick.job_id
+        token.add_done_callback(self._overdue_ended)  # from the worker thread for a thread
+        what = "cancelled" if call.is_async else "its thread cannot be cancelled and still runs"
+        message = (
+            f"plugin {self.plugin_id!r}: the handler for kind {call.tick.kind!r} did not finish "
+            f"by the tick's deadline ({call.tick.deadline.isoformat()}): {what}"
+        )
+        _print_traceback(f"{message} (job {call.tick.job_id!r})", None)
+        return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
+
+    def _overdue_ended(self, token: object) -> None:
+        self._overdue.pop(token, None)
 
     def run(
         self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
@@ -181,6 +247,7 @@ class Plugin:
 
             serve_once(self, sys.stdin.buffer, sys.stdout)
         elif mode == MODE_LONG_LIVED:
+            _check_announced_id(self._id, env.get(ENV_PLUGIN_ID))
             _run_service(self, env)
         else:
             raise SystemExit(
@@ -243,16 +310,24 @@ class Plugin:
             return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
         return frame
 
-    async def _in_thread(self, call: _Call) -> object:
-        import asyncio
-
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        """Room for ``max_concurrency`` handlers plus the stuck ones the service tolerates."""
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(
-                max_workers=self.max_concurrency, thread_name_prefix=f"plugin-{self.plugin_id}"
+                max_workers=self.max_concurrency + self.max_stuck_threads,
+                thread_name_prefix=f"plugin-{self.plugin_id}",
             )
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call.handler, call.tick)
+        return self._pool
+
+
+def _budget_s(tick: Tick, waited_s: float) -> float:
+    """How long a handler may run: the tick's budget (``deadline - now``, both on pollerd's clock,
+    so clock skew does not matter) less the time it waited and a margin for the reply."""
+    budget_s = (tick.deadline - tick.now).total_seconds()
+    margin_s = min(MAX_REPLY_MARGIN_S, budget_s * REPLY_MARGIN_SHARE)
+    return max(0.0, budget_s - margin_s - waited_s)
 
 
 def _is_coroutine_function(handler: object) -> bool:
@@ -277,6 +352,24 @@ def _print_traceback(headline: str, exc: BaseException | None) -> None:
 def _sdk_failure(exc: Exception) -> bytes:  # pragma: no cover - a bug in the SDK itself
     _print_traceback("pollerd.sdk failed to build a reply", exc)
     return wire.encode_error(None, wire.CODE_TRANSIENT, f"{type(exc).__name__}: {exc}")
+
+
+def _check_announced_id(announced: str | None, expected: str | None) -> None:
+    """Exit with ``EXIT_CONFIG`` when the code names another plugin than pollerd started.
+
+    pollerd finds a long-lived plugin by the id in its plugin.toml; a service announced under
+    another name is never found, and no restart can change that.
+    """
+    if announced is None or not expected or announced == expected:
+        return
+    print(
+        f"pollerd.sdk: this plugin announces id {announced!r} (Plugin({announced!r})) but pollerd "
+        f"started it as {expected!r} (the id in its plugin.toml): make them equal, or write "
+        "Plugin() to take the id from plugin.toml",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(EXIT_CONFIG)
 
 
 def _run_service(plugin: Plugin, environ: Mapping[str, str]) -> None:

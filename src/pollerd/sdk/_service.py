@@ -20,23 +20,24 @@ its ``$SRV.INFO`` metadata carries ``plugin``, ``kinds`` (comma-separated) and `
 
 A subscription runs its callbacks one at a time (DESIGN §11), so every request is handled in a task
 of its own, at most ``plugin.max_concurrency`` at once. On SIGTERM or SIGINT, or when the watched
-parent is gone, the service stops taking requests (requests already delivered but not yet started
-are dropped: pollerd sees a timeout), lets in-flight ticks finish for up to ``DRAIN_GRACE_S``,
-drains the connection and returns (the process exits 0).
+parent is gone, the service stops taking requests, lets the ticks already delivered finish for up
+to ``DRAIN_GRACE_S`` (cancelling the rest: pollerd sees a timeout), drains the connection and
+returns (the process exits 0).
 
-The parent is polled every ``PARENT_POLL_S``: a direct parent through ``os.getppid()`` (robust to
-zombies and pid reuse), any other pid through ``kill(pid, 0)``.
+A handler still running near its tick's deadline is cancelled and the tick answered with a
+transient error (``Plugin.handle``). A sync handler's thread cannot be cancelled: it is left
+running, and once more than ``plugin.max_stuck_threads`` handlers are stuck past their deadline
+the service stops taking requests, lets the others finish and exits with ``EXIT_STUCK``, so that
+pollerd restarts the process (the only way to end a stuck thread).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,9 +54,10 @@ from nats.micro.service import Service
 from pollerd import wire
 from pollerd.errors import NatsError
 from pollerd.natsio import connection as natsconn
+from pollerd.sdk._stop import PARENT_POLL_S, StopTrigger, watched_parent
 from pollerd.wire import QUEUE_GROUP, TICK_ENDPOINT, service_name, tick_subject
 
-__all__ = ["ServedPlugin", "ServiceSettings", "TickService", "serve"]
+__all__ = ["ServedPlugin", "ServiceSettings", "TickService", "serve", "watched_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +68,13 @@ ENV_NATS_PASSWORD = "POLLERD_NATS_PASSWORD"
 ENV_NATS_CREDS = "POLLERD_NATS_CREDS"
 ENV_SUBJECT_PREFIX = "POLLERD_SUBJECT_PREFIX"
 ENV_PLUGIN_VERSION = "POLLERD_PLUGIN_VERSION"
-ENV_PARENT_PID = "POLLERD_PARENT_PID"
 
 DEFAULT_VERSION = "0.0.0"
 DEFAULT_PREFIX_ROOT = "pollerd.plugins"
-INIT_PID = 1
 DRAIN_GRACE_S = 10.0
-PARENT_POLL_S = 0.5
+STUCK_CHECK_S = 0.5
+EXIT_STUCK = 70  # sysexits EX_SOFTWARE: handlers stuck past their deadline; a restart ends them
+DEFAULT_MAX_STUCK = 8
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
@@ -89,19 +91,14 @@ class ServedPlugin(Protocol):
     @property
     def max_concurrency(self) -> int: ...
 
-    async def handle(self, frame: bytes) -> bytes: ...
+    async def handle(self, frame: bytes, *, waited_s: float = 0.0) -> bytes: ...
 
 
-def watched_parent(environ: Mapping[str, str], ppid: int) -> int | None:
-    """The parent pid whose death ends the service, or None to never watch."""
-    raw = environ.get(ENV_PARENT_PID, "").strip()
-    if not raw:
-        return None if ppid == INIT_PID else ppid
-    try:
-        pid = int(raw)
-    except ValueError:
-        raise NatsError(f"{ENV_PARENT_PID} must be a process id or 0, got {raw!r}") from None
-    return pid if pid > 0 else None
+def overdue_handlers(plugin: object) -> list[str]:
+    """Job ids of the plugin's handlers still running past their deadline (none for a stand-in
+    without ``overdue_handlers``)."""
+    overdue = getattr(plugin, "overdue_handlers", None)
+    return list(overdue()) if callable(overdue) else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +177,7 @@ class TickService:
         subject_prefix: str,
         version: str = DEFAULT_VERSION,
         drain_grace_s: float = DRAIN_GRACE_S,
+        stuck_check_s: float = STUCK_CHECK_S,
     ) -> None:
         self._plugin = plugin
         self._nc = nc
@@ -190,6 +188,11 @@ class TickService:
         self._slots = asyncio.Semaphore(max(1, plugin.max_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._service: Service | None = None
+        self._stuck_check_s = stuck_check_s
+        self._max_stuck = int(getattr(plugin, "max_stuck_threads", DEFAULT_MAX_STUCK))
+        self._watchdog: asyncio.Task[None] | None = None
+        # Resolves with the reason when too many handlers are stuck past their deadline.
+        self.stuck: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def __aenter__(self) -> Self:
         try:
@@ -212,6 +215,7 @@ class TickService:
                 handler=self._on_request,
             )
             await self._nc.flush()
+            self._watchdog = asyncio.create_task(self._watch_stuck())
         except (NatsClientError, OSError, TimeoutError) as exc:
             await self.stop()
             raise NatsError(
@@ -239,18 +243,36 @@ class TickService:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    async def _watch_stuck(self) -> None:
+        """Resolve ``stuck`` once more than ``max_stuck_threads`` handlers outlive their tick."""
+        while True:
+            await asyncio.sleep(self._stuck_check_s)
+            jobs = overdue_handlers(self._plugin)
+            if len(jobs) > self._max_stuck:
+                self.stuck.set_result(
+                    f"{len(jobs)} handlers still run past their tick's deadline (jobs: "
+                    f"{', '.join(sorted(set(jobs)))}), more than max_stuck_threads="
+                    f"{self._max_stuck}: a thread cannot be cancelled, so the process exits with "
+                    f"code {EXIT_STUCK} for pollerd to restart it"
+                )
+                return
+
     async def _on_request(self, request: Request) -> None:
-        """The endpoint callback: wait for a free slot, then answer in a task of its own."""
-        await self._slots.acquire()
-        task = asyncio.create_task(self._answer(request))
+        """The endpoint callback: answer in a task of its own, which waits for a free slot.
+
+        The callback returns at once (the subscription runs callbacks one at a time), so the
+        time a request waits for a slot is known and taken off its budget.
+        """
+        task = asyncio.create_task(self._answer(request, asyncio.get_running_loop().time()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, request: Request, received: float) -> None:
         frame = request.data
-        try:
+        async with self._slots:
             try:
-                reply = await self._plugin.handle(frame)
+                waited_s = asyncio.get_running_loop().time() - received
+                reply = await self._plugin.handle(frame, waited_s=waited_s)
             except Exception as exc:  # the SDK's handle never raises; a stand-in might
                 logger.exception(
                     "tick job_id=%s plugin=%s: the handler raised",
@@ -261,8 +283,6 @@ class TickService:
                     _tick_id_of(frame), wire.CODE_TRANSIENT, f"plugin failed: {exc!r}"
                 )
             await self._respond(request, frame, reply)
-        finally:
-            self._slots.release()
 
     async def _respond(self, request: Request, frame: bytes, reply: bytes) -> None:
         try:
@@ -286,6 +306,9 @@ class TickService:
 
     async def stop(self) -> None:
         """Stop taking requests; give in-flight ticks the grace period; cancel what is left."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.wait({self._watchdog})
         service, self._service = self._service, None
         if service is not None:
             try:
@@ -317,63 +340,6 @@ class TickService:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _process_alive(pid: int, *, direct: bool) -> bool:
-    """Whether ``pid`` still runs; for our direct parent, whether it is still our parent."""
-    if direct:
-        return os.getppid() == pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
-
-
-class _StopTrigger:
-    """Resolves on SIGTERM/SIGINT or when the watched parent process is gone."""
-
-    def __init__(self, parent_pid: int | None, poll_s: float) -> None:
-        self._parent_pid = parent_pid
-        self._poll_s = poll_s
-        self._reasons: asyncio.Queue[str] = asyncio.Queue()
-        self._signals: list[signal.Signals] = []
-        self._watcher: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Self:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._reasons.put_nowait, f"got {signum.name}")
-            self._signals.append(signum)
-        if self._parent_pid is not None:
-            self._watcher = asyncio.create_task(self._watch_parent(self._parent_pid))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in self._signals:
-            loop.remove_signal_handler(signum)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-
-    async def _watch_parent(self, parent_pid: int) -> None:
-        direct = os.getppid() == parent_pid
-        # No event tells that a process died (pidfd is Linux-only): poll.
-        while _process_alive(parent_pid, direct=direct):  # noqa: ASYNC110
-            await asyncio.sleep(self._poll_s)
-        self._reasons.put_nowait(f"parent process {parent_pid} is gone")
-
-    async def wait(self) -> str:
-        return await self._reasons.get()
-
-
 async def serve(
     plugin: ServedPlugin,
     environ: Mapping[str, str],
@@ -388,7 +354,7 @@ async def serve(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     settings = ServiceSettings.from_environ(environ, plugin_id=plugin.plugin_id, ppid=os.getppid())
-    async with _StopTrigger(settings.parent_pid, parent_poll_s) as stop:
+    async with StopTrigger(settings.parent_pid, parent_poll_s) as stop:
         nc = await natsconn.connect(
             settings.nats_url,
             name=f"pollerd-plugin-{plugin.plugin_id}",
@@ -404,11 +370,18 @@ async def serve(
                 subject_prefix=settings.subject_prefix,
                 version=settings.version,
                 drain_grace_s=drain_grace_s,
-            ):
+            ) as service:
+                service.stuck.add_done_callback(lambda done: stop.put(done.result()))
                 reason = await stop.wait()
-                logger.info("plugin %s stopping: %s", plugin.plugin_id, reason)
+                level = logging.ERROR if service.stuck.done() else logging.INFO
+                logger.log(level, "plugin %s stopping: %s", plugin.plugin_id, reason)
         finally:
             await _drain(nc, plugin.plugin_id)
+    if service.stuck.done():
+        # Stuck threads would block the interpreter's exit (it joins pool threads): leave now.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_STUCK)
     logger.info("plugin %s stopped", plugin.plugin_id)
 
 

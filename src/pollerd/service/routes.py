@@ -107,7 +107,13 @@ class RouteTable:
                 max_cursor_bytes=self._config.max_cursor_bytes,
             )
             if self._supervisor is not None:
-                transport = GuardedTransport(transport, manifest.id, self._supervisor.available)
+                supervisor, plugin_id = self._supervisor, manifest.id
+                transport = GuardedTransport(
+                    transport,
+                    plugin_id,
+                    supervisor.available,
+                    lambda timed_out: supervisor.tick_finished(plugin_id, timed_out),
+                )
         return Route(
             plugin_id=manifest.id,
             transport=transport,

@@ -2,17 +2,21 @@
 
 One task per plugin runs this loop::
 
-    starting ──ready──▶ running ──exited / pings unanswered──▶ backoff ──delay──▶ starting
-        │                                                         │
-        └─kinds mismatch, no such command──▶ failed ◀──too many restarts in the window
+    starting ──ready──▶ running ──exited / pings or ticks unanswered──▶ backoff ──delay──▶ starting
+        │                                                                 │
+        └─kinds mismatch, no such command, exit 78──▶ failed ◀──too many restarts in the window
 
 A plugin is ready when its micro service answers ``$SRV.INFO.<name>`` within ``start_timeout_s``
 and the INFO metadata lists the manifest's kinds and protocol. While it runs, ``$SRV.PING`` goes to
 that instance every ``ping_interval_s``; ``ping_failures`` unanswered pings in a row (while
-pollerd's own connection is up) kill it. An exit, also during start-up, is a crash: it restarts
-after an exponential backoff with jitter, until ``max_restarts`` within ``restart_window_s`` make
-it ``failed``. A plugin without an entrypoint runs elsewhere: it is ``external``. How one process
-is started, logged and ended is in ``pollerd.supervision.plugin_process``.
+pollerd's own connection is up) kill it. A plugin that answers pings but lets ``stall_timeouts``
+ticks in a row time out (no reply at all, across its jobs) is alive but not serving: it is
+restarted too. An exit with code ``EXIT_CONFIG`` (78, the SDK's "pollerd started me under another
+plugin id") is a problem a restart cannot fix: the plugin is ``failed`` at once. Any other
+exit, also during start-up, is a crash: it restarts after an exponential backoff with jitter,
+until ``max_restarts`` within ``restart_window_s`` make it ``failed``. A plugin without an
+entrypoint runs elsewhere: it is ``external``. How one process is started, logged and ended
+is in ``pollerd.supervision.plugin_process``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from pollerd.wire import service_name
 
 logger = logging.getLogger(__name__)
 
+EXIT_CONFIG = 78  # sysexits EX_CONFIG, as pollerd.sdk exits on a plugin id mismatch
 READY_POLL_S = 0.05
 READY_REQUEST_TIMEOUT_S = 1.0
 SRV_INFO = "$SRV.INFO"
@@ -91,6 +96,7 @@ class _Ended:
     summary: str
     restart: bool = True
     stderr_tail: tuple[str, ...] = ()
+    show_stderr: bool = False  # the reason is in stderr: keep it even when not restarting
 
     @property
     def reason(self) -> str:
@@ -112,6 +118,7 @@ class RunnerSettings:
     start_timeout_s: float
     ping_interval_s: float
     ping_failures: int
+    stall_timeouts: int
     backoff_initial_s: float
     backoff_max_s: float
     max_restarts: int
@@ -134,6 +141,8 @@ class PluginRunner:
         self._instance: str | None = None  # the micro service instance id of the current process
         self._restart_times: list[datetime] = []
         self.settled = asyncio.Event()  # set once it is running, failed or stopped
+        self._timeouts = 0  # ticks in a row that got no reply while it ran
+        self._stalled = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.status = PluginStatus(
             manifest.id, PluginState.STARTING, 0, None, None, None, settings.clock()
@@ -159,8 +168,17 @@ class PluginRunner:
             self.settled.set()
         notify(self._s.on_change, self.status)
 
+    def tick_finished(self, timed_out: bool) -> None:
+        """A tick to this plugin got a reply (``timed_out`` False) or none before its deadline."""
+        if not timed_out:
+            self._timeouts = 0
+        elif self.status.state is PluginState.RUNNING:
+            self._timeouts += 1
+            if self._timeouts >= self._s.stall_timeouts:
+                self._stalled.set()
+
     def _fail(self, ended: _Ended) -> None:
-        logger.error("plugin %s failed: %s", self.plugin_id, ended.summary)
+        logger.error("plugin %s failed: %s", self.plugin_id, ended.reason)
         self._set(PluginState.FAILED, pid=None, reason=ended.reason)
 
     async def _run(self) -> None:
@@ -241,7 +259,9 @@ class PluginRunner:
             returncode = await process.stop(self._s.stop_grace_s)
             self.status = replace(self.status, last_exit=describe_exit(returncode))
         # A crash's reason shows the plugin's last words; read them once its pipes are drained.
-        return replace(ended, stderr_tail=tuple(process.stderr_tail)) if ended.restart else ended
+        if ended.restart or ended.show_stderr:
+            return replace(ended, stderr_tail=tuple(process.stderr_tail))
+        return ended
 
     async def _until_ready(self, process: PluginProcess) -> _Ended | None:
         """None once the service answers INFO with the right kinds; else why it did not."""
@@ -257,7 +277,15 @@ class PluginRunner:
             probe.cancel()
             await asyncio.wait({probe})
         if process.exited.done():
-            return _Ended(f"exited while starting ({describe_exit(process.exited.result())})")
+            returncode = process.exited.result()
+            if returncode == EXIT_CONFIG:
+                return _Ended(
+                    f"exited while starting with code {EXIT_CONFIG}, a configuration problem "
+                    "that a restart cannot fix (its stderr says which)",
+                    restart=False,
+                    show_stderr=True,
+                )
+            return _Ended(f"exited while starting ({describe_exit(returncode)})")
         if probe.cancelled():
             subject = f"{SRV_INFO}.{self._service}"
             return _Ended(f"did not answer {subject} within {self._s.start_timeout_s:g}s")
@@ -286,10 +314,31 @@ class PluginRunner:
                 return None
 
     async def _watch(self, process: PluginProcess) -> _Ended:
-        """Ping the running instance until it exits or misses ``ping_failures`` pings in a row."""
+        """Ping the running instance until it exits, misses ``ping_failures`` pings in a row or
+        lets ``stall_timeouts`` ticks in a row time out."""
+        self._timeouts = 0
+        self._stalled.clear()
+        stalled = asyncio.create_task(self._stalled.wait())
+        try:
+            return await self._watch_until_ended(process, stalled)
+        finally:
+            stalled.cancel()
+
+    async def _watch_until_ended(
+        self, process: PluginProcess, stalled: asyncio.Task[Any]
+    ) -> _Ended:
         failures = 0
         while True:
-            await asyncio.wait({process.exited}, timeout=self._s.ping_interval_s)
+            await asyncio.wait(
+                {process.exited, stalled},
+                timeout=self._s.ping_interval_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if stalled.done() and not process.exited.done():
+                return _Ended(
+                    f"answered pings but {self._timeouts} ticks in a row got no reply before "
+                    "their deadline: alive but not serving, killed"
+                )
             if not process.exited.done():
                 answered = await self._ping()
                 failures = 0 if answered is not False else failures + 1

@@ -54,6 +54,7 @@ class Supervisor:
         start_timeout_s: float = 10.0,
         ping_interval_s: float = 5.0,
         ping_failures: int = 3,
+        stall_timeouts: int = 5,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         max_restarts: int = 5,
@@ -74,6 +75,7 @@ class Supervisor:
             start_timeout_s=start_timeout_s,
             ping_interval_s=ping_interval_s,
             ping_failures=ping_failures,
+            stall_timeouts=stall_timeouts,
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
             max_restarts=max_restarts,
@@ -116,6 +118,13 @@ class Supervisor:
         """
         status = self.status(plugin_id)
         return status is None or status.state not in UNAVAILABLE_STATES
+
+    def tick_finished(self, plugin_id: str, timed_out: bool) -> None:
+        """A tick to ``plugin_id`` got a reply or timed out: how the supervisor sees a plugin
+        that answers pings but no longer serves ticks."""
+        runner = self._runners.get(plugin_id)
+        if runner is not None:
+            runner.tick_finished(timed_out)
 
     async def add(self, manifest: Manifest) -> None:
         """Start supervising one more plugin; returns once it is running or failed (bounded)."""
