@@ -128,7 +128,7 @@ async def test_the_plugins_stderr_lines_reach_pollerds_log_tagged_with_plugin_an
     await make_transport("echo.py").send(tick(b"abc"), TIMEOUT_S)
 
     lines = [r.getMessage() for r in caplog.records if r.name == "pollerd.plugin"]
-    assert lines == ["plugin=fixture job=job-1: echo: got 3 cursor bytes"]
+    assert lines == ["plugin=fixture job_id=job-1: echo: got 3 cursor bytes"]
 
 
 async def test_stdout_after_the_reply_line_is_ignored(make_transport: MakeTransport) -> None:

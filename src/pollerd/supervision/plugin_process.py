@@ -26,6 +26,7 @@ from typing import Self
 from pollerd import wire
 from pollerd.config.manifest import Manifest
 from pollerd.errors import SupervisorError
+from pollerd.transports.pluginlog import log_plugin_line
 
 logger = logging.getLogger(__name__)
 plugin_logger = logging.getLogger("pollerd.plugin")
@@ -128,7 +129,7 @@ async def _drain(
         if not line:
             return
         text = line.decode("utf-8", "replace").rstrip()
-        plugin_logger.info("plugin=%s: %s", plugin_id, text)
+        log_plugin_line(text, plugin_id)
         if tail is not None:
             tail.append(text)
 

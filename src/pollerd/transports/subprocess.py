@@ -37,11 +37,11 @@ from pollerd.errors import (
     TransportError,
 )
 from pollerd.transports.base import Transport
+from pollerd.transports.pluginlog import log_plugin_line
 
 __all__ = ["SubprocessTransport", "pidfd_child_watcher", "plugin_environ"]
 
 logger = logging.getLogger(__name__)
-plugin_logger = logging.getLogger("pollerd.plugin")
 
 PYTHON_COMMAND = "python"
 READ_CHUNK_BYTES = 64 * 1024
@@ -278,7 +278,7 @@ class SubprocessTransport(Transport):
         text = raw.decode("utf-8", "replace").rstrip()
         if text:
             tail.append(text)
-            plugin_logger.info("plugin=%s job=%s: %s", self.plugin_id, job_id, text)
+            log_plugin_line(text, self.plugin_id, job_id)
 
     # -- cleaning up ------------------------------------------------------------------------
 
