@@ -13,6 +13,7 @@
     │   └── StoreFencedError     a write of a leader that was replaced (epoch fencing)
     ├── NatsError                the NATS server could not be started or reached
     ├── EventPublishError        an event was not acknowledged; the tick is not committed
+    │   └── EventRejectedError   an event cannot be published as given (size, nesting)
     └── SupervisorError          a supervised plugin could not be started
 
 Only the standard library is imported here: the wire codec and the SDK use these names.
@@ -135,6 +136,15 @@ class SupervisorError(PollerdError):
 
 class EventPublishError(PollerdError):
     """An event of a tick was not acknowledged by the stream; the tick is not committed."""
+
+    reason: str = "publish"
+
+
+class EventRejectedError(EventPublishError):
+    """An event of the plugin's reply cannot be published as it is (over the server's
+    max_payload, nested too deeply to encode): the plugin's fault, a protocol failure."""
+
+    reason = "protocol"
 
 
 class StoreFencedError(StoreError):

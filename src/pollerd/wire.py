@@ -31,6 +31,7 @@ METHOD = "poll_tick"
 MAX_CURSOR_BYTES = 256 * 1024
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_INTERVAL_SECS = 366 * 24 * 3600  # a next_interval_secs hint longer than a year is a bug
+MAX_EVENT_ID_BYTES = 1024  # UTF-8; the id goes into a NATS header (Nats-Msg-Id)
 
 CODE_PARSE_ERROR = -32700
 CODE_INVALID_REQUEST = -32600
@@ -303,6 +304,8 @@ def decode_reply(
         message = json.loads(frame)
     except (ValueError, UnicodeDecodeError):
         raise bad(f"reply is not JSON: {_preview(_as_text(frame))}") from None
+    except RecursionError:  # about 1,000 levels deep; nothing else in the reply is read
+        raise bad("reply is nested too deeply to decode (JSON arrays/objects)") from None
     if not isinstance(message, dict):
         raise bad(f"reply is not a JSON object: {_preview(_as_text(frame))}")
     if tick_id is not None and message.get("id") != tick_id:
@@ -378,8 +381,17 @@ def _decode_events(raw: Any, bad: Any) -> tuple[Event, ...]:
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
             raise bad(f"events[{index}] needs a non-empty string 'id', got {_preview(item)}")
+        if len(item["id"]) * 4 > MAX_EVENT_ID_BYTES and _utf8_size(item["id"]) > MAX_EVENT_ID_BYTES:
+            raise bad(
+                f"events[{index}].id is {_utf8_size(item['id'])} bytes, over the limit of "
+                f"{MAX_EVENT_ID_BYTES} (MAX_EVENT_ID_BYTES): {_preview(item['id'])}"
+            )
         events.append(Event(id=item["id"], data=item.get("data")))
     return tuple(events)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def encode_result(tick_id: str, reply: TickReply) -> bytes:

@@ -169,6 +169,7 @@ def test_render_is_parseable_prometheus_text_with_every_family() -> None:
     metrics.job_health("feeds", 0, False)
     metrics.plugin_state("rss", "running", 0)
     metrics.events_published("rss", 1)
+    metrics.events_duplicate("rss", 1)
     metrics.config_reloaded(ok=True)
     metrics.jobs_by_state({"active": 1})
 
@@ -189,6 +190,7 @@ def test_render_is_parseable_prometheus_text_with_every_family() -> None:
         "pollerd_plugin_state",
         "pollerd_plugin_restarts",
         "pollerd_events_published",
+        "pollerd_events_duplicate",
         "pollerd_config_reloads",
         "pollerd_jobs",
         "pollerd_ready",

@@ -278,21 +278,59 @@ async def test_readyz_names_a_plugin_in_backoff_and_is_ready_again_once_it_recov
     assert flaky["state"] == "running" and flaky["restarts"] >= 1
 
 
-async def test_losing_the_state_directory_makes_readyz_name_the_store_without_a_500(
+async def test_a_state_db_deleted_while_running_is_recreated_with_every_cursor_kept(
+    tmp_path: Path, start_pollerd: StartPollerd
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port, [count_job("fast")])
+    pollerd = await start_pollerd(config, port)
+    await pollerd.wait_readiness(200)
+    db = tmp_path / "state" / "state.db"
+    await wait_until(lambda: _async(len(pollerd.tick_lines("fast")) >= 2))
+
+    for leftover in db.parent.glob("state.db*"):
+        leftover.unlink()
+    await wait_until(lambda: _async(db.exists()))
+    deleted_at = len(pollerd.tick_lines("fast"))
+    await wait_until(lambda: _async(len(pollerd.tick_lines("fast")) >= deleted_at + 3))
+    ready = await pollerd.wait_readiness(200)
+    code, _, _ = await pollerd.cli("cursor", "get", "fast")  # the CLI reads the new file
+    pollerd.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(STOP_TIMEOUT_S):
+        await pollerd.process.wait()
+    _, cursor, _ = await pollerd.cli("cursor", "get", "fast")
+
+    assert any("was deleted while pollerd runs: recreated it" in line for line in pollerd.lines)
+    assert ready["status"] == "ready"
+    assert code == 0
+    # The count went on from before the deletion: nothing was reset to zero.
+    assert int(decode_cursor(cursor.strip())) >= deleted_at + 3
+
+
+async def test_a_state_db_replaced_while_running_is_not_written_and_readyz_names_the_store(
     tmp_path: Path, start_pollerd: StartPollerd
 ) -> None:
     port = free_port()
     pollerd = await start_pollerd(write_config(tmp_path, port, [count_job("fast")]), port)
     await pollerd.wait_readiness(200)
+    db = tmp_path / "state" / "state.db"
 
-    shutil.rmtree(tmp_path / "state")
+    copy = db.with_name("copy.db")
+    shutil.copyfile(db, copy)
+    copy.replace(db)  # a new file (another inode) at the same path
     not_ready = await pollerd.wait_readiness(503, "store")
+    await wait_until(lambda: _async(bool(pollerd.tick_lines("fast", "store"))))
     health = await pollerd.get("/healthz")
     metrics = await pollerd.get("/metrics")
 
-    assert "state.db" in not_ready["reasons"]["store"]
+    assert "replaced by another file" in not_ready["reasons"]["store"]
+    assert "replaced by another file" in pollerd.tick_lines("fast", "store")[0]
+    assert ticks_total(metrics[1], "fast", "store") >= 1
     assert health[0] == 200
-    assert metrics[0] == 200
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 @pytest.mark.nats

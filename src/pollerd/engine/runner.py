@@ -14,7 +14,13 @@ import tenacity
 from pollerd.config.pollers import JobConfig
 from pollerd.engine import policy
 from pollerd.engine.events import EventPublisher
-from pollerd.errors import ErrorClass, EventPublishError, TickTimeoutError, TransportError
+from pollerd.errors import (
+    ErrorClass,
+    EventPublishError,
+    StoreError,
+    TickTimeoutError,
+    TransportError,
+)
 from pollerd.stores.base import UNSET, JobState, JobUpdate, Store
 from pollerd.transports.base import Transport
 from pollerd.wire import TickReply, TickRequest, make_tick_id
@@ -22,6 +28,7 @@ from pollerd.wire import TickReply, TickRequest, make_tick_id
 logger = logging.getLogger(__name__)
 
 STATUS_OK = "ok"
+STATUS_STORE = "store"  # the tick's state could not be read or written: nothing committed
 SKIP_PAUSED = "paused"
 SKIP_BROKEN = "broken"
 SKIP_BREAKER = "breaker_open"
@@ -55,6 +62,7 @@ class TickOutcome:
     reply: TickReply | None = None
     committed: bool = False
     state: JobState | None = None  # the job's state after the commit
+    duplicates: int = 0  # events the stream already held (dropped by Nats-Msg-Id)
 
     @property
     def ok(self) -> bool:
@@ -72,14 +80,37 @@ class TickRunner:
     # Fault-injection point for crash tests: runs after the events are acknowledged and before
     # the cursor is committed (see Service: POLLERD_FAULT_EXIT_AFTER_PUBLISH).
     after_publish: Callable[[str], None] | None = None
+    # pollerd's own NATS link: (connected, reconnects so far). A transient failure while it is
+    # down, or across a reconnect, is not the plugin's: it does not count toward the breaker.
+    nats_link: Callable[[], tuple[bool, int]] | None = None
 
     async def run(
         self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
     ) -> TickOutcome:
         """Run one slot. Cancellation before the commit is written commits nothing and
-        propagates."""
-        tick_id = make_tick_id(job.id, slot)
-        base = _Base(job.id, job.kind, route.plugin_id, tick_id, slot)
+        propagates. A store that cannot be read or written gives a ``store`` outcome."""
+        base = _Base(job.id, job.kind, route.plugin_id, make_tick_id(job.id, slot), slot)
+        started = time.perf_counter()
+        try:
+            return await self._run(job, route, base, dry_run)
+        except StoreError as exc:
+            logger.error(
+                "job_id=%s plugin=%s tick_id=%s: nothing committed: %s",
+                job.id,
+                route.plugin_id,
+                base.tick_id,
+                exc,
+            )
+            return base.outcome(
+                status=STATUS_STORE,
+                attempts=1,
+                duration_s=time.perf_counter() - started,
+                error=str(exc),
+                error_class=ErrorClass.TRANSIENT,
+            )
+
+    async def _run(self, job: JobConfig, route: Route, base: _Base, dry_run: bool) -> TickOutcome:
+        tick_id, slot = base.tick_id, base.slot
         state = await self.store.get(job.id)
         if state is None:
             state = await self.store.ensure(job.id, job.kind, paused=job.paused)
@@ -88,11 +119,15 @@ class TickRunner:
             if skipped is not None:
                 return base.outcome(status="skipped", skipped=skipped)
         started = time.perf_counter()
+        link = self.nats_link() if self.nats_link is not None else None
         attempts = [0]  # the attempt in progress, kept when the retries give up
+        duplicates = 0
         try:
             reply = await self._tick_with_retries(job, route, state, slot, tick_id, attempts)
             if not dry_run:
-                await self.publisher.publish(job.kind, job.id, reply.events)
+                duplicates = await self.publisher.publish(
+                    job.kind, job.id, reply.events, space=state.event_space
+                )
                 if self.after_publish is not None:
                     self.after_publish(job.id)
         except (TransportError, EventPublishError) as exc:
@@ -100,16 +135,16 @@ class TickRunner:
             error_class = (
                 exc.error_class if isinstance(exc, TransportError) else ErrorClass.TRANSIENT
             )
-            reason = exc.reason if isinstance(exc, TransportError) else "publish"
             outcome = base.outcome(
-                status=reason,
+                status=exc.reason,
                 attempts=max(attempts[0], 1),
                 duration_s=duration,
                 error=str(exc),
                 error_class=error_class,
             )
             if not dry_run:
-                new_state = await self._commit_failure(job, state, outcome)
+                excused = error_class is ErrorClass.TRANSIENT and self._link_lost(link)
+                new_state = await self._commit_failure(job, state, outcome, excused=excused)
                 outcome = replace(outcome, committed=True, state=new_state)
             return outcome
         duration = time.perf_counter() - started
@@ -125,7 +160,15 @@ class TickRunner:
             reply=reply,
             committed=True,
             state=new_state,
+            duplicates=duplicates,
         )
+
+    def _link_lost(self, before: tuple[bool, int] | None) -> bool:
+        """Whether pollerd's own NATS link is down now or went down since ``before``."""
+        if before is None or self.nats_link is None:
+            return False
+        connected, reconnects = self.nats_link()
+        return not (connected and before[0] and reconnects == before[1])
 
     async def _skip_reason(self, job: JobConfig, state: JobState) -> str | None:
         if state.paused:
@@ -244,7 +287,7 @@ class TickRunner:
         return new_state
 
     async def _commit_failure(
-        self, job: JobConfig, state: JobState, outcome: TickOutcome
+        self, job: JobConfig, state: JobState, outcome: TickOutcome, *, excused: bool = False
     ) -> JobState:
         now = self.clock()
         common = {
@@ -255,6 +298,8 @@ class TickRunner:
         }
         if outcome.error_class is ErrorClass.PERMANENT:
             change = JobUpdate(paused=True, pause_reason=outcome.error, **common)  # type: ignore[arg-type]
+        elif excused:  # pollerd's NATS was down: not the plugin's failure, the breaker waits
+            change = JobUpdate(**common)  # type: ignore[arg-type]
         elif outcome.error_class is ErrorClass.CONFIG:
             change = JobUpdate(
                 broken_reason=outcome.error,

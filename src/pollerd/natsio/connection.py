@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,6 +78,7 @@ class _ConnectionEvents:
         self.abandoned = False  # the first connect failed: errors while closing are noise
         self.failed_attempts = 0
         self.loss_cause = "connection closed"
+        self.on_lost: Callable[[str], None] | None = None
 
     async def on_error(self, exc: Exception) -> None:
         if self.abandoned:
@@ -121,6 +123,11 @@ class _ConnectionEvents:
 
     async def on_closed(self) -> None:
         logger.debug("NATS %r connection to %s closed", self.name, self.where)
+        if self.connected and self.on_lost is not None and self.client is not None:
+            # Closed by nats-py itself after a server error (e.g. a maximum payload
+            # violation): it never reconnects from there.
+            error = self.client.last_error
+            self.on_lost(describe_error(error) if error else self.loss_cause)
 
 
 def build_tls_context(
@@ -167,10 +174,13 @@ async def connect(
     tls_cert: PathArg | None = None,
     tls_key: PathArg | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    on_lost: Callable[[str], None] | None = None,
 ) -> Client:
     """Connect to ``url`` or raise ``NatsError`` after the first failed attempt.
 
     The returned client reconnects forever; close it with ``await client.close()`` or ``drain()``.
+    nats-py still closes it for good after some server errors: ``on_lost`` is then called with
+    the cause (and also after ``close()``: the caller tells which close it made itself).
     """
     where = redact_url(url)
     if creds is not None and importlib.util.find_spec("nkeys") is None:
@@ -187,6 +197,7 @@ async def connect(
     }
     servers = [part.strip() for part in url.split(",") if part.strip()]
     events = _ConnectionEvents(name, where, len(servers))
+    events.on_lost = on_lost
     client = Client()
     events.client = client
     try:
@@ -225,7 +236,11 @@ def _plain(value: Any) -> Any:
 
 
 async def connect_from_config(
-    config: Any, *, name: str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    config: Any,
+    *,
+    name: str,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    on_lost: Callable[[str], None] | None = None,
 ) -> Client:
     """``connect`` with the settings of a config object (attributes ``url``, ``token``, ``user``,
     ``password``, ``creds``, ``tls_ca``, ``tls_cert``, ``tls_key``; missing ones count as unset)."""
@@ -234,5 +249,9 @@ async def connect_from_config(
         for key in ("token", "user", "password", "creds", "tls_ca", "tls_cert", "tls_key")
     }
     return await connect(
-        str(config.url), name=name, connect_timeout_s=connect_timeout_s, **settings
+        str(config.url),
+        name=name,
+        connect_timeout_s=connect_timeout_s,
+        on_lost=on_lost,
+        **settings,
     )

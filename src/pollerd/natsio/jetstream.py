@@ -21,7 +21,7 @@ from pollerd.engine.events import (
     event_msg_id,
     event_subject,
 )
-from pollerd.errors import EventPublishError, NatsError
+from pollerd.errors import EventPublishError, EventRejectedError, NatsError
 from pollerd.wire import Event
 
 logger = logging.getLogger(__name__)
@@ -39,50 +39,105 @@ class JetStreamPublisher(EventPublisher):
         self._nc = nc
         self._js = nc.jetstream(timeout=ack_timeout_s)
         self._ack_timeout_s = ack_timeout_s
+        self._ensuring = asyncio.Lock()
 
-    async def ensure_stream(self) -> None:
-        """Create POLLERD_EVENTS if it is missing; an existing stream is left as it is."""
-        config = api.StreamConfig(
-            name=STREAM_NAME,
-            subjects=[f"{SUBJECT_ROOT}.>"],
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_bytes=STREAM_MAX_BYTES,
-            max_age=STREAM_MAX_AGE_S,
-            storage=api.StorageType.FILE,
-        )
-        try:
-            await self._js.stream_info(STREAM_NAME)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsError(f"JetStream is not available on the NATS server: {exc!r}") from exc
-        try:
-            await self._js.add_stream(config)
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsError(f"could not create the stream {STREAM_NAME}: {exc!r}") from exc
+    async def ensure_stream(self) -> bool:
+        """Create POLLERD_EVENTS if it is missing (True then); an existing one is left as it is."""
+        async with self._ensuring:
+            try:
+                await self._js.stream_info(STREAM_NAME)
+                return False
+            except nats.js.errors.NotFoundError:
+                pass
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise NatsError(f"JetStream is not available on the NATS server: {exc!r}") from exc
+            try:
+                await self._js.add_stream(_stream_config())
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise NatsError(f"could not create the stream {STREAM_NAME}: {exc!r}") from exc
         logger.info("created JetStream stream %s on %s.>", STREAM_NAME, SUBJECT_ROOT)
+        return True
 
-    async def publish(self, kind: str, job_id: str, events: Sequence[Event]) -> None:
+    async def publish(
+        self, kind: str, job_id: str, events: Sequence[Event], *, space: int = 0
+    ) -> int:
         if not events:
-            return
+            return 0
         subject = event_subject(kind, job_id)
+        messages = [self._message(job_id, event, space) for event in events]
         try:
-            futures = [
-                await self._js.publish_async(
-                    subject,
-                    _payload(event),
-                    wait_stall=self._ack_timeout_s,
-                    headers={api.Header.MSG_ID: event_msg_id(job_id, event.id)},
+            try:
+                acks = await self._publish_all(subject, messages)
+            except nats.js.errors.NoStreamResponseError:
+                # Nobody stores pollerd.events: the stream was deleted (or JetStream is off).
+                if not await self.ensure_stream():
+                    raise
+                logger.warning(
+                    "job_id=%s: the stream %s was missing (deleted?): recreated it; "
+                    "events published before that are gone with it",
+                    job_id,
+                    STREAM_NAME,
                 )
-                for event in events
-            ]
-            async with asyncio.timeout(self._ack_timeout_s):
-                await asyncio.gather(*futures)
-        except (nats.errors.Error, TimeoutError) as exc:
+                acks = await self._publish_all(subject, messages)
+        except (nats.errors.Error, TimeoutError, NatsError) as exc:
             raise EventPublishError(
                 f"job {job_id!r}: {len(events)} event(s) to {subject} not acknowledged: {exc!r}"
             ) from exc
+        return sum(1 for ack in acks if ack.duplicate)
+
+    def _message(self, job_id: str, event: Event, space: int) -> tuple[bytes, str]:
+        """The payload and message id of an event, checked against the server's max_payload:
+        a message over it makes the server close the connection (headers count too)."""
+        try:
+            payload = _payload(event)
+        except (RecursionError, ValueError) as exc:
+            raise EventRejectedError(
+                f"job {job_id!r}: event {_short(event.id)} cannot be encoded as JSON: {exc}"
+            ) from None
+        msg_id = event_msg_id(job_id, event.id, space)
+        size = len(payload) + len(msg_id) + _HEADER_OVERHEAD
+        limit = self._nc.max_payload
+        if size > limit:
+            raise EventRejectedError(
+                f"job {job_id!r}: event {_short(event.id)} is {size} bytes with its headers, "
+                f"over the NATS server's max_payload of {limit} bytes; nothing was published"
+            )
+        return payload, msg_id
+
+    async def _publish_all(
+        self, subject: str, messages: Sequence[tuple[bytes, str]]
+    ) -> list[api.PubAck]:
+        futures = [
+            await self._js.publish_async(
+                subject,
+                payload,
+                wait_stall=self._ack_timeout_s,
+                headers={api.Header.MSG_ID: msg_id},
+            )
+            for payload, msg_id in messages
+        ]
+        async with asyncio.timeout(self._ack_timeout_s):
+            return list(await asyncio.gather(*futures))
+
+
+# What nats-py adds for the one header: "NATS/1.0\r\n" "Nats-Msg-Id: <id>\r\n" "\r\n".
+_HEADER_OVERHEAD = len(f"NATS/1.0\r\n{api.Header.MSG_ID}: \r\n\r\n".encode())
+
+
+def _stream_config() -> api.StreamConfig:
+    return api.StreamConfig(
+        name=STREAM_NAME,
+        subjects=[f"{SUBJECT_ROOT}.>"],
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_bytes=STREAM_MAX_BYTES,
+        max_age=STREAM_MAX_AGE_S,
+        storage=api.StorageType.FILE,
+    )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _payload(event: Event) -> bytes:

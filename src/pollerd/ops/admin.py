@@ -53,8 +53,10 @@ async def set_paused(store: Store, job: JobConfig, paused: bool, reason: str | N
 
 
 async def set_cursor(store: Store, job: JobConfig, cursor: bytes | None) -> JobState:
-    await store.ensure(job.id, job.kind, paused=job.paused)
-    return await store.update(job.id, JobUpdate(cursor=cursor))
+    """Set (or reset, with None) the cursor; the job's events then get a new id space, so a
+    deliberate re-read is delivered rather than dropped as duplicates (operator guide)."""
+    state = await store.ensure(job.id, job.kind, paused=job.paused)
+    return await store.update(job.id, JobUpdate(cursor=cursor, event_space=state.event_space + 1))
 
 
 def check_summary(setup: Setup) -> list[str]:

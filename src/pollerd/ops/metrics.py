@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # The label values below are closed sets: a value outside them is a bug in the caller, not data.
 TICK_OUTCOMES = frozenset(
     {"ok", "transient", "timeout", "unavailable", "protocol", "permanent", "config", "publish"}
+    | {"store"}
 )
 SKIP_REASONS = frozenset(
     {"overlap", "paused", "broken", "breaker_open", "shutdown", "catchup_dropped", "buffer_full"}
@@ -208,6 +209,12 @@ class Metrics:
             ["kind"],
             registry=reg,
         )
+        self._duplicates = Counter(
+            "pollerd_events_duplicate",
+            "Events the stream dropped as duplicates of stored ones (same Nats-Msg-Id), by kind.",
+            ["kind"],
+            registry=reg,
+        )
         self._reloads = Counter(
             "pollerd_config_reloads_total",
             "Config reloads, by result.",
@@ -288,6 +295,10 @@ class Metrics:
     def events_published(self, kind: str, count: int) -> None:
         if count > 0:
             self._kind_child(self._events, kind).inc(count)
+
+    def events_duplicate(self, kind: str, count: int) -> None:
+        if count > 0:
+            self._kind_child(self._duplicates, kind).inc(count)
 
     def config_reloaded(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "invalid").inc()

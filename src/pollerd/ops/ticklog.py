@@ -23,7 +23,7 @@ def log_outcome(level: int, outcome: TickOutcome) -> None:
         outcome.status,
         outcome.attempts,
         outcome.duration_s,
-        f" events={len(reply.events)}" if reply else f" error={outcome.error}",
+        _result(outcome),
         extra={
             "job_id": outcome.job_id,
             "kind": outcome.kind,
@@ -33,9 +33,19 @@ def log_outcome(level: int, outcome: TickOutcome) -> None:
             "attempts": outcome.attempts,
             "duration": round(outcome.duration_s, 6),
             "events": len(reply.events) if reply else None,
+            "duplicates": outcome.duplicates if reply else None,
             "error": outcome.error,
         },
     )
+
+
+def _result(outcome: TickOutcome) -> str:
+    if outcome.reply is None:
+        return f" error={outcome.error}"
+    events = len(outcome.reply.events)
+    if outcome.duplicates:  # already in the stream: consumers do not get them again
+        return f" events={events} duplicates={outcome.duplicates}"
+    return f" events={events}"
 
 
 def log_skip(job_id: str, kind: str, plugin: str | None, slot: datetime, reason: str) -> None:

@@ -19,7 +19,7 @@ from pollerd.config.setup import Setup
 from pollerd.engine import policy
 from pollerd.engine.dispatcher import Dispatcher
 from pollerd.engine.events import EventPublisher
-from pollerd.engine.runner import TickOutcome, TickRunner
+from pollerd.engine.runner import STATUS_STORE, TickOutcome, TickRunner
 from pollerd.engine.scheduler import Scheduler
 from pollerd.errors import PollerdError
 from pollerd.natsio.connection import connect, connect_from_config
@@ -27,6 +27,7 @@ from pollerd.natsio.jetstream import JetStreamPublisher
 from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
 from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, fault_exit_after_publish
+from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
 from pollerd.service.routes import RouteTable, nats_env
@@ -96,6 +97,7 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self.reload_requested = asyncio.Event()
         self.store_error: str | None = None
+        self.link = NatsLink(self.stop)  # fatal_error: why the service stopped by itself
         # starting → running → stopping: health answers in every phase, ticks only when running.
         self.phase = PHASE_STARTING
 
@@ -132,6 +134,7 @@ class Service:
             publisher=publisher,
             clock=self.clock,
             after_publish=fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
+            nats_link=self.link.state if self.nc is not None else None,
         )
         self._dispatcher = Dispatcher(
             self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip
@@ -161,12 +164,13 @@ class Service:
             self.nats_url = server.url
             # `pollerd events` reads the stream through the running server, found by this file.
             (self.config.state_dir / "nats" / "url").write_text(server.url + "\n")
-            self.nc = await connect(server.url, name="pollerd")
+            nc = await connect(server.url, name="pollerd", on_lost=self.link.lost)
             logger.info("embedded nats-server listening on %s", server.url)
         else:
             self.nats_url = nats_config.url
-            self.nc = await connect_from_config(nats_config, name="pollerd")
-        self._stack.push_async_callback(self.nc.close)
+            nc = await connect_from_config(nats_config, name="pollerd", on_lost=self.link.lost)
+        self.nc = self.link.attach(nc, self.nats_url)
+        self._stack.push_async_callback(self.link.close)
         publisher = JetStreamPublisher(self.nc)
         await publisher.ensure_stream()
         return publisher
@@ -288,6 +292,8 @@ class Service:
             self._on_skip(job, outcome.slot, outcome.skipped)
             return
         self._recorder.outcome(job, outcome)
+        if outcome.status == STATUS_STORE:  # readiness says so until a check succeeds
+            self.store_error = outcome.error
         hint = outcome.reply.next_interval_secs if outcome.reply is not None else None
         if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
             self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))

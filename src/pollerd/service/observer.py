@@ -58,6 +58,7 @@ class TickRecorder:
             )
         if outcome.reply is not None:
             self._metrics.events_published(job.kind, len(outcome.reply.events))
+            self._metrics.events_duplicate(job.kind, outcome.duplicates)
 
     def skip(self, job: JobConfig, plugin_id: str | None, slot: datetime, reason: str) -> None:
         log_skip(job.id, job.kind, plugin_id, slot, reason)

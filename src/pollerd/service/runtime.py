@@ -9,6 +9,7 @@ import signal
 from collections.abc import Mapping
 
 from pollerd.config.setup import Setup
+from pollerd.errors import PollerdError
 from pollerd.service.core import Service
 from pollerd.service.watch import ConfigWatcher
 from pollerd.transports.subprocess import pidfd_child_watcher
@@ -46,4 +47,6 @@ async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+    if service.link.fatal_error is not None:
+        raise PollerdError(service.link.fatal_error)
     logger.info("pollerd stopped")

@@ -50,9 +50,13 @@ SCHEMA_STATEMENTS = (
         broken_config_hash TEXT,
         breaker_open_until TEXT,
         breaker_cooldown_s REAL,
+        event_space INTEGER NOT NULL DEFAULT 0,
         revision INTEGER NOT NULL DEFAULT 0
     )""",
 )
+# Columns added after schema version 1 was released, with their definition: added in place to an
+# older file (a version-1 pollerd reads such a file unchanged, as it names its columns).
+ADDED_COLUMNS = (("event_space", "INTEGER NOT NULL DEFAULT 0"),)
 
 # sqlite3 messages → what the operator should do about them.
 HINTS = (

@@ -38,6 +38,9 @@ class JobState:
     broken_config_hash: str | None = None  # the job config that was broken; a new one clears it
     breaker_open_until: datetime | None = None
     breaker_cooldown_s: float | None = None  # the current cooldown; doubles up to max_cooldown
+    # Part of every event's Nats-Msg-Id; an operator's cursor change bumps it, so that events
+    # re-read from the new cursor are not dropped by JetStream as duplicates of the old ones.
+    event_space: int = 0
     revision: int = 0  # bumped by every write
 
 
@@ -59,6 +62,7 @@ class JobUpdate:
     broken_config_hash: str | None | Unset = UNSET
     breaker_open_until: datetime | None | Unset = UNSET
     breaker_cooldown_s: float | None | Unset = UNSET
+    event_space: int | Unset = UNSET
 
     def changes(self) -> dict[str, object]:
         """The fields that are set, by name, in the order of the fields."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +11,9 @@ from typing import NamedTuple
 
 from pollerd.errors import StoreError
 from pollerd.stores._batch import WriteQueue
+from pollerd.stores._sqlite_file import file_id, read_all, remove_orphan_wal, write_all
 from pollerd.stores._sqlite_schema import (
+    ADDED_COLUMNS,
     BUSY_TIMEOUT_S,
     CURSOR,
     DATA_VERSION,
@@ -94,6 +95,7 @@ class SqliteStore(Store):
         self._writes: WriteQueue[_Write, JobState] = WriteQueue(self._write_batch)
         self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
         self._known_at: int | None = None
+        self._write_error: str | None = None  # the last write failed (disk full, read-only…)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -108,17 +110,20 @@ class SqliteStore(Store):
                 f"state store {self.path}: cannot create its directory {self.path.parent}: "
                 f"{exc.strerror or exc}; check the state_dir setting and its permissions"
             ) from exc
+        self._conn = self._open_connection()
+        self._forget_known()
+        logger.debug("opened state store %s (schema version %d)", self.path, SCHEMA_VERSION)
+
+    def _open_connection(self) -> sqlite3.Connection:
         with self._translate("open"):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         try:
             self._setup(conn)
-            self._file_id = self._stat_file()
+            self._file_id = file_id(self.path)
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
-        self._forget_known()
-        logger.debug("opened state store %s (schema version %d)", self.path, SCHEMA_VERSION)
+        return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         with self._translate("open"):
@@ -142,6 +147,10 @@ class SqliteStore(Store):
                 )
             for statement in SCHEMA_STATEMENTS:
                 conn.execute(statement)
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({JOBS_TABLE})")}
+            for name, definition in ADDED_COLUMNS:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE {JOBS_TABLE} ADD COLUMN {name} {definition}")
             found = meta(conn, SCHEMA_KEY)
             if found is None:
                 conn.executemany(
@@ -184,7 +193,7 @@ class SqliteStore(Store):
         return [self._state(row) for row in rows]
 
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
-        conn = self._connection()
+        conn = self._file_connection()
         self._writes.flush()  # updates that came first are written first
         with self._transaction(conn, f"create job {job_id!r}"):
             row = conn.execute(SELECT_ONE, (job_id,)).fetchone()
@@ -210,9 +219,12 @@ class SqliteStore(Store):
     def _write_batch(self, writes: Sequence[_Write]) -> list[JobState | Exception]:
         """One transaction for every write: all are committed, or none (each caller then gets
         the StoreError). An unknown job fails only its own write."""
-        conn = self._conn
-        if conn is None:
+        if self._conn is None:
             return [self._not_open() for _ in writes]
+        try:
+            conn = self._file_connection()
+        except StoreError as exc:
+            return [exc for _ in writes]
         results: list[JobState | Exception] = []
         written: dict[str, JobState] = {}  # by this batch, committed with it
         try:
@@ -227,7 +239,11 @@ class SqliteStore(Store):
                 _rollback(conn)
                 raise
         except sqlite3.Error as exc:
+            self._write_error = self._message("write job states", exc)
             return [self._error(f"update job {write.job_id!r}", exc) for write in writes]
+        if self._write_error is not None:
+            logger.warning("state store %s: writes succeed again", self.path)
+            self._write_error = None
         self._known.update(written)
         return results
 
@@ -266,7 +282,7 @@ class SqliteStore(Store):
         return new
 
     async def delete(self, job_id: str) -> None:
-        conn = self._connection()
+        conn = self._file_connection()
         self._writes.flush()  # updates that came first are written first
         self._known.pop(job_id, None)
         with self._transaction(conn, f"delete job {job_id!r}"):
@@ -281,28 +297,60 @@ class SqliteStore(Store):
         return found or 0
 
     async def ping(self) -> None:
-        """Also fails when the file was deleted or replaced while open.
-
-        SQLite keeps using a deleted file through its open descriptor, so every write would
-        succeed and be lost at the next start without this check.
-        """
-        self._connection()
-        if self._stat_file() != self._file_id:
-            raise StoreError(
-                f"state store {self.path} was replaced by another file while pollerd runs; "
-                "restart pollerd to use it (changes since then went to the old file)"
-            )
+        """Fails while writes fail (disk full, read-only file) and when the file was replaced;
+        recreates a deleted file (``_file_connection``)."""
+        self._file_connection()
+        if self._write_error is not None:
+            raise StoreError(self._write_error)
         await super().ping()
 
-    def _stat_file(self) -> tuple[int, int]:
-        try:
-            found = os.stat(self.path)
-        except OSError as exc:
+    def _file_connection(self) -> sqlite3.Connection:
+        """The connection, once its file is known to be the one at ``path`` (≈ 2 µs a write).
+
+        SQLite keeps using a deleted file through its open descriptor, so every write would
+        succeed and be lost at the next start. A deleted file is recreated at once from the
+        open one (every row as committed). A file replaced by another is not written to:
+        pollerd cannot tell whose it is (a restored backup?), so it refuses every write,
+        loudly, until it is restarted.
+        """
+        conn = self._connection()
+        found = file_id(self.path)
+        if found is None:
+            return self._recreate(conn)
+        if found != self._file_id:
             raise StoreError(
-                f"state store {self.path} is gone ({exc.strerror or exc}): it was deleted while "
-                "pollerd runs and nothing is saved any more; restart pollerd to start a new one"
-            ) from exc
-        return found.st_dev, found.st_ino
+                f"state store {self.path} was replaced by another file while pollerd runs: "
+                "nothing is committed any more; restart pollerd to use the new file, or move "
+                "it away (pollerd then recreates the store from its open copy)"
+            )
+        return conn
+
+    def _recreate(self, old: sqlite3.Connection) -> sqlite3.Connection:
+        with self._translate("read the deleted file's jobs"):
+            rows, version = read_all(old)
+        self._conn = None
+        old.close()  # checkpoints into the unlinked file and removes its WAL when it can
+        try:
+            remove_orphan_wal(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"state store {self.path}: cannot recreate it: {exc}") from exc
+        conn = self._open_connection()
+        try:
+            with self._transaction(conn, "copy the jobs into the new file"):
+                write_all(conn, rows, version)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._forget_known()
+        logger.warning(
+            "state store %s was deleted while pollerd runs: recreated it with the %d job "
+            "state(s) of the deleted file, still open",
+            self.path,
+            len(rows),
+        )
+        return conn
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,0 +1,51 @@
+"""pollerd's own NATS connection, watched: its state for the breaker, its loss for good."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from nats.aio.client import Client
+
+logger = logging.getLogger(__name__)
+
+
+class NatsLink:
+    """Holds the service's client once connected (``attach``) and closes it (``close``).
+
+    nats-py closes a connection for good after some server errors (a maximum payload violation
+    among them) and never reconnects from there: every tick would fail until a restart. ``lost``
+    (the client's ``on_lost``) then records why and calls ``on_fatal``: the service stops with
+    exit 1, so that its process supervisor starts a fresh pollerd.
+    """
+
+    def __init__(self, on_fatal: Callable[[], None]) -> None:
+        self.nc: Client | None = None
+        self.url: str | None = None
+        self.fatal_error: str | None = None
+        self._on_fatal = on_fatal
+        self._closing = False
+
+    def attach(self, nc: Client, url: str) -> Client:
+        self.nc, self.url = nc, url
+        return nc
+
+    def lost(self, cause: str) -> None:
+        if self._closing:
+            return
+        self.fatal_error = (
+            f"the NATS connection to {self.url} was closed by the client after a server error "
+            f"({cause}) and will not reconnect; pollerd stops so that its supervisor restarts it"
+        )
+        logger.error("%s", self.fatal_error)
+        self._on_fatal()
+
+    def state(self) -> tuple[bool, int]:
+        """(connected now, reconnects so far): a change tells a tick that the link went down."""
+        nc = self.nc
+        return (False, 0) if nc is None else (nc.is_connected, nc.stats["reconnects"])
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.nc is not None:
+            await self.nc.close()
