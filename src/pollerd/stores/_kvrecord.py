@@ -64,7 +64,8 @@ def decode_record(data: bytes, kv_revision: int, where: str) -> Record:
                 f"{where} has record version {found!r}; this pollerd supports version "
                 f"{RECORD_VERSION}. Run the pollerd version that wrote it"
             )
-        values = {name: body[name] for name in _STATE_FIELDS}
+        # A field added to JobState later (event_space) takes its default in older records.
+        values = {name: body[name] for name in _STATE_FIELDS if name in body}
         if values["cursor"] is not None:
             values["cursor"] = base64.urlsafe_b64decode(values["cursor"])
         for name in TIME_FIELDS:
