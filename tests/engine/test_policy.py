@@ -341,3 +341,21 @@ def test_recent_restarts_keeps_only_the_window() -> None:
     times = [at(0), at(30), at(59), at(100)]
 
     assert policy.recent_restarts(times, at(100), window_s=60) == [at(59), at(100)]
+
+
+@pytest.mark.parametrize(
+    ("hint_s", "interval_s", "expected_s"),
+    [
+        (1e-6, 1.0, 1.0),  # the case: a 1 s job asking for a microsecond
+        (1e-6, 2.0, 1.0),  # the fixed floor
+        (1e-6, 600.0, 60.0),  # a tenth of the interval when that is more
+        (5.0, 600.0, 60.0),
+        (90.0, 600.0, 90.0),  # above the floor: as asked
+        (1e-6, 0.2, 0.2),  # a job faster than the floor: its own interval
+        (3600.0, 1.0, 3600.0),  # longer delays are the plugin's call
+    ],
+)
+def test_a_next_interval_hint_is_floored_by_the_larger_of_one_second_and_a_tenth_of_the_interval(
+    hint_s: float, interval_s: float, expected_s: float
+) -> None:
+    assert policy.next_interval_s(hint_s, interval_s) == pytest.approx(expected_s)

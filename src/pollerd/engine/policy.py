@@ -25,6 +25,10 @@ BreakerPosition = Literal["closed", "open", "half_open"]
 CatchupPolicy = Literal["skip", "latest", "all"]
 OverlapPolicy = Literal["skip", "buffer_one", "cancel_other"]
 OverlapDecision = Literal["run", "skip", "buffer", "cancel_and_run"]
+# A plugin's next_interval_secs is never shorter than this, nor than this share of the job's
+# interval (a job's own interval, when shorter, is the floor: a hint never ticks faster than it).
+MIN_NEXT_INTERVAL_S = 1.0
+MIN_NEXT_INTERVAL_SHARE = 0.1
 
 
 # --- retries within one slot -------------------------------------------------------------------
@@ -238,3 +242,21 @@ def restart_allowed(
     ``False`` means the plugin gives up and becomes ``failed``.
     """
     return len(recent_restarts(restart_times, now, window_s)) < max_restarts
+
+
+# --- next_interval_secs ------------------------------------------------------------------------
+
+
+def next_interval_floor_s(interval_s: float) -> float:
+    """The shortest delay a plugin's ``next_interval_secs`` may ask of a job every ``interval_s``.
+
+    The larger of ``MIN_NEXT_INTERVAL_S`` and a tenth of the interval, but never more than the
+    interval itself: a hint may bring a tick closer, never make a job tick faster than one a
+    second nor than ten times its schedule.
+    """
+    return min(interval_s, max(MIN_NEXT_INTERVAL_S, interval_s * MIN_NEXT_INTERVAL_SHARE))
+
+
+def next_interval_s(hint_s: float, interval_s: float) -> float:
+    """The delay to the next tick that a ``next_interval_secs`` hint gets: at least the floor."""
+    return max(hint_s, next_interval_floor_s(interval_s))

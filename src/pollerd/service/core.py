@@ -296,7 +296,8 @@ class Service:
             self.store_error = outcome.error
         hint = outcome.reply.next_interval_secs if outcome.reply is not None else None
         if hint and isinstance(job.schedule, EverySchedule) and self._scheduler is not None:
-            self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=hint))
+            delay_s = policy.next_interval_s(hint, job.schedule.interval_s)
+            self._scheduler.override_next(job.id, self.clock() + timedelta(seconds=delay_s))
 
     def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
         manifest = self.setup.router.plugin_for(job.kind)
