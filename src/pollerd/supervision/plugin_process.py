@@ -5,7 +5,8 @@ every process it started: SIGTERM to the group, a grace period, then SIGKILL to 
 plugin is always reaped. Its stdout and stderr go line by line to the ``pollerd.plugin`` logger and
 the last stderr lines are kept for the reason of a crash. When ``setpriv`` (util-linux) is on the
 PATH the plugin also gets a parent-death signal, so it ends with pollerd even when pollerd itself
-is SIGKILLed; the SDK watches its parent as well.
+is SIGKILLed; the SDK watches its parent as well. Its output is logged within a rate limit
+(``pollerd.transports.output``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Self
 from pollerd import wire
 from pollerd.config.manifest import Manifest
 from pollerd.errors import SupervisorError
+from pollerd.transports.output import OutputLimiter, RateBudget
 from pollerd.transports.pluginlog import log_plugin_line
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ MODE_LONG_LIVED = "long_lived"
 PYTHON_COMMAND = "python"
 PDEATHSIG_TOOL = "setpriv"
 PDEATHSIG_SIGNAL = "TERM"
-STDERR_TAIL_LINES = 10
+READ_CHUNK_BYTES = 64 * 1024
 PIPE_EOF_WAIT_S = 1.0
 KILL_WAIT_S = 5.0
 STREAM_LIMIT = 2**16  # the buffer limit create_subprocess_exec uses
@@ -114,24 +117,25 @@ def with_parent_death_signal(argv: list[str], search_path: str | None) -> list[s
     return [tool, "--pdeathsig", PDEATHSIG_SIGNAL, "--", *argv] if tool else argv
 
 
-async def _drain(
-    stream: asyncio.StreamReader | None, plugin_id: str, tail: deque[str] | None
-) -> None:
-    """Log every line of a pipe until EOF; keep the last ones in ``tail``."""
+async def _drain(stream: asyncio.StreamReader | None, output: OutputLimiter) -> None:
+    """Log the lines of a pipe until EOF, within the output's rate limit."""
     if stream is None:
         return
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:  # a line over the reader's limit: asyncio discarded it
-            plugin_logger.warning("plugin=%s: (an over-long output line was dropped)", plugin_id)
-            continue
-        if not line:
-            return
-        text = line.decode("utf-8", "replace").rstrip()
+    try:
+        while chunk := await stream.read(READ_CHUNK_BYTES):
+            output.feed(chunk)
+    finally:
+        output.close()
+
+
+def _output(plugin_id: str, what: str) -> OutputLimiter:
+    def emit(text: str) -> None:
         log_plugin_line(text, plugin_id)
-        if tail is not None:
-            tail.append(text)
+
+    def notice(text: str) -> None:
+        plugin_logger.warning("plugin=%s: %s", plugin_id, text, extra={"plugin": plugin_id})
+
+    return OutputLimiter(emit, RateBudget(time.monotonic), what=what, notice=notice)
 
 
 class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -173,20 +177,16 @@ class PluginProcess:
     ) -> None:
         self.plugin_id = plugin_id
         self._process = process
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        stdout, stderr = _output(plugin_id, "stdout"), _output(plugin_id, "stderr")
+        self.stderr_tail: deque[str] = stderr.tail
         self.exited: asyncio.Future[int] = (
             exit_code
             if exit_code is not None
             else asyncio.create_task(process.wait(), name=f"pollerd-reap-{plugin_id}")
         )
         self._pipes = [
-            asyncio.create_task(
-                _drain(process.stdout, plugin_id, None), name=f"pollerd-stdout-{plugin_id}"
-            ),
-            asyncio.create_task(
-                _drain(process.stderr, plugin_id, self.stderr_tail),
-                name=f"pollerd-stderr-{plugin_id}",
-            ),
+            asyncio.create_task(_drain(process.stdout, stdout), name=f"pollerd-stdout-{plugin_id}"),
+            asyncio.create_task(_drain(process.stderr, stderr), name=f"pollerd-stderr-{plugin_id}"),
         ]
 
     @classmethod
