@@ -332,7 +332,7 @@ class Service:
             return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
         async with self._reload_lock:
             try:
-                prepared = prepare_reload(self.setup, self.environ)
+                prepared = await prepare_reload(self.setup, self.environ)
             except ReloadRefusedError as exc:
                 return self._refuse_reload(str(exc))
             plan, new, pending = prepared.plan, prepared.setup, prepared.restart_needed

@@ -1,14 +1,42 @@
-"""Preparing a reload: the config on disk, validated and compared with the running one."""
+"""Preparing a reload: the config on disk, read and validated in a child process, then compared.
+
+The files are read, parsed and validated by ``python -m pollerd.service.reloading``, a short-lived
+child of pollerd, never on the event loop: a large or hostile ``pollers.yaml`` then costs the
+child time and memory, not the running jobs' lateness or ``/healthz``. The child's address space
+grows by at most ``PREPARE_MEMORY_BYTES`` and its CPU time is capped by ``PREPARE_CPU_S``; pollerd
+kills it after ``PREPARE_TIMEOUT_S``. Any of these refuses the reload and the old config keeps
+running. The child sends the validated ``Setup`` back pickled on stdout (it is pollerd's own
+child, started from its own interpreter); comparing it with the running setup is pure and O(N).
+A process rather than a thread: a thread shares the GIL (a pure-Python validator holding it
+delays every tick) and the memory (no bound on what one file may cost).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pickle
+import resource
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
 from pollerd.config.setup import Setup, load_setup
 from pollerd.errors import PollerdError
+
+logger = logging.getLogger(__name__)
+
+PREPARE_MEMORY_BYTES = 2 * 1024**3  # beyond what the child uses once its modules are imported
+PREPARE_CPU_S = 120
+PREPARE_TIMEOUT_S = 150.0
+STDERR_TAIL_CHARS = 2000
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class ReloadRefusedError(PollerdError):
@@ -22,14 +50,19 @@ class PreparedReload:
     restart_needed: list[str]  # top-level settings that apply only after a restart
 
 
-def prepare_reload(current: Setup, environ: Mapping[str, str]) -> PreparedReload:
+async def prepare_reload(current: Setup, environ: Mapping[str, str]) -> PreparedReload:
     """Load and validate the config on disk; raises ``ReloadRefusedError`` with every reason."""
     config = current.config
-    try:
-        # The path as the operator gave it, so messages name the file as at boot.
-        new = load_setup(Path(config.source or config.path), environ)
-    except PollerdError as exc:
-        raise ReloadRefusedError(str(exc)) from exc
+    # The path as the operator gave it, so messages name the file as at boot.
+    new = await load_setup_in_child(Path(config.source or config.path), environ)
+    for job in new.broken:
+        logger.warning("job_id=%s broken: %s", job.id, job.reason)
+    return compare(current, new)
+
+
+def compare(current: Setup, new: Setup) -> PreparedReload:
+    """The reload from ``current`` to ``new``; raises ``ReloadRefusedError`` if it would break
+    a running job."""
     # A job that runs now and is invalid in the new file (a typo) would stop: refuse the whole
     # edit, as for an invalid file. New invalid jobs are only reported, as at boot.
     running = {job.id for job in current.jobs}
@@ -37,3 +70,89 @@ def prepare_reload(current: Setup, environ: Mapping[str, str]) -> PreparedReload
     if breaking:
         raise ReloadRefusedError("\n".join(breaking))
     return PreparedReload(new, plan_reload(current, new), restart_needed(current, new))
+
+
+async def load_setup_in_child(
+    path: Path, environ: Mapping[str, str], *, timeout_s: float = PREPARE_TIMEOUT_S
+) -> Setup:
+    """``load_setup`` run by a child process; raises ``ReloadRefusedError`` with its reasons."""
+    request = json.dumps({"path": str(path), "environ": dict(environ)}).encode()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        __name__,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await process.communicate(request)
+    except TimeoutError:
+        raise ReloadRefusedError(
+            f"{path}: reading the config took longer than {timeout_s:g}s: refused"
+        ) from None
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    # Unpickling 10,000 jobs takes a few hundred ms: in a thread, it calls back into Python
+    # often enough for the event loop to keep its turn.
+    return await asyncio.to_thread(_answer, path, process.returncode, out, err)
+
+
+def _answer(path: Path, returncode: int | None, out: bytes, err: bytes) -> Setup:
+    try:
+        status, value = pickle.loads(out)
+    except Exception:  # no answer: the child died (CPU limit, a crash)
+        tail = err.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
+        raise ReloadRefusedError(
+            f"{path}: the process reading the config ended without an answer (exit status "
+            f"{returncode}; CPU limit {PREPARE_CPU_S}s){': ' + tail if tail else ''}"
+        ) from None
+    if status != "ok":
+        raise ReloadRefusedError(str(value))
+    assert isinstance(value, Setup)
+    return value
+
+
+# -- the child ------------------------------------------------------------------------------------
+
+
+def _limit_resources() -> None:
+    with open("/proc/self/statm") as statm:
+        virtual_bytes = int(statm.read().split()[0]) * _PAGE_BYTES
+    limit = virtual_bytes + PREPARE_MEMORY_BYTES
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CPU, (PREPARE_CPU_S, PREPARE_CPU_S + 5))
+
+
+def _load(request: dict[str, Any]) -> tuple[str, object]:
+    path = Path(request["path"])
+    try:
+        return "ok", load_setup(path, request["environ"])
+    except PollerdError as exc:
+        return "error", str(exc)
+    except MemoryError:
+        return "error", (
+            f"{path}: reading the config needed more than {PREPARE_MEMORY_BYTES // 1024**3} GiB "
+            "of memory: refused"
+        )
+    except RecursionError:
+        return "error", f"{path}: the config is nested too deeply to be read: refused"
+
+
+def main() -> None:
+    """Read one request on stdin, load the setup it names, write the pickled answer on stdout."""
+    logging.disable(logging.CRITICAL)  # the service logs what it needs from the answer
+    request = json.loads(sys.stdin.buffer.read())
+    with contextlib.suppress(OSError, ValueError):
+        _limit_resources()  # best effort: /proc or the limits may be unavailable
+    answer = _load(request)
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    main()
