@@ -128,6 +128,17 @@ def _plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history(args: argparse.Namespace) -> int:
+    setup = _load(args)
+    ticks = asyncio.run(admin.history(setup, args.job, args.limit))
+    if args.json:
+        _print_json(ticks)
+    else:
+        zone = admin.find_job(setup, args.job).timezone.key
+        print(views.format_history(args.job, ticks, zone))
+    return EXIT_OK
+
+
 def _tick(args: argparse.Namespace) -> int:
     setup = _load(args)
     from pollerd.service.core import tick_in_process
@@ -224,6 +235,7 @@ _HANDLERS = {
     "check": _check,
     "jobs": _jobs,
     "plugins": _plugins,
+    "history": _history,
     "tick": _tick,
     "pause": _pause,
     "resume": _resume,

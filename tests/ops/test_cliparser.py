@@ -8,7 +8,7 @@ import pytest
 
 from pollerd.ops.cliparser import COMMANDS, build_parser, parse
 
-READ_COMMANDS = (["jobs"], ["plugins"], ["check"], ["cursor", "get", "inbox"])
+READ_COMMANDS = (["jobs"], ["plugins"], ["check"], ["history", "inbox"], ["cursor", "get", "inbox"])
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,7 @@ class JobModel(BaseModel):
     overlap: Literal["skip", "buffer_one", "cancel_other"] = "skip"
     catchup: Literal["skip", "latest", "all"] = "latest"
     max_catchup: int = Field(default=10, ge=1)
+    history: int = Field(default=50, ge=0, le=10_000)
     retry: RetryModel = RetryModel()
     breaker: BreakerModel = BreakerModel()
 

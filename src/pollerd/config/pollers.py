@@ -75,6 +75,7 @@ class JobConfig:
     overlap: Overlap = "skip"
     catchup: Catchup = "latest"
     max_catchup: int = 10
+    history: int = 50  # tick records kept (`pollerd history`)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     # Where the job is written: its line, its position in `jobs`, and the line of each of its keys.
@@ -397,6 +398,7 @@ def _job_config(model: JobModel, line: int, index: int, lines: dict[str, int]) -
         overlap=model.overlap,
         catchup=model.catchup,
         max_catchup=model.max_catchup,
+        history=model.history,
         retry=RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max),
         breaker=BreakerPolicy(
             model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown

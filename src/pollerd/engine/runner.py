@@ -21,7 +21,7 @@ from pollerd.errors import (
     TickTimeoutError,
     TransportError,
 )
-from pollerd.stores.base import UNSET, JobState, JobUpdate, Store
+from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, TickRecord
 from pollerd.transports.base import Transport
 from pollerd.wire import TickReply, TickRequest, make_tick_id
 
@@ -32,6 +32,7 @@ STATUS_STORE = "store"  # the tick's state could not be read or written: nothing
 SKIP_PAUSED = "paused"
 SKIP_BROKEN = "broken"
 SKIP_BREAKER = "breaker_open"
+MAX_RECORDED_ERROR_CHARS = 2000  # a tick record keeps this much of an error message
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class TickRunner:
     # pollerd's own NATS link: (connected, reconnects so far). A transient failure while it is
     # down, or across a reconnect, is not the plugin's: it does not count toward the breaker.
     nats_link: Callable[[], tuple[bool, int]] | None = None
+    replica: str = ""  # written into each tick record: which pollerd ran the tick
 
     async def run(
         self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
@@ -152,7 +154,8 @@ class TickRunner:
             return base.outcome(
                 status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
             )
-        new_state = await self._commit_success(job, state, base, reply)
+        record = self._record(base, STATUS_OK, attempts[0], duration, len(reply.events), None)
+        new_state = await self._commit_success(job, state, base, reply, record)
         return base.outcome(
             status=STATUS_OK,
             attempts=attempts[0],
@@ -256,8 +259,29 @@ class TickRunner:
                 raise _deadline_passed(route, request)
             return await route.transport.send(request, remaining)
 
+    def _record(
+        self,
+        base: _Base,
+        status: str,
+        attempts: int,
+        duration_s: float,
+        events: int,
+        error: str | None,
+    ) -> TickRecord:
+        return TickRecord(
+            tick_id=base.tick_id,
+            slot=base.slot,
+            finished_at=self.clock(),
+            status=status,
+            attempts=attempts,
+            duration_s=duration_s,
+            events=events,
+            error=None if error is None else error[:MAX_RECORDED_ERROR_CHARS],
+            replica=self.replica,
+        )
+
     async def _commit_success(
-        self, job: JobConfig, state: JobState, tick: _Base, reply: TickReply
+        self, job: JobConfig, state: JobState, tick: _Base, reply: TickReply, record: TickRecord
     ) -> JobState:
         now = self.clock()
         change = JobUpdate(
@@ -270,6 +294,8 @@ class TickRunner:
             consecutive_errors=0,
             breaker_open_until=None,
             breaker_cooldown_s=None,
+            tick=record,
+            keep_ticks=job.history,
         )
         if reply.next_cursor is None:
             return await self.store.update(job.id, change)
@@ -290,11 +316,16 @@ class TickRunner:
         self, job: JobConfig, state: JobState, outcome: TickOutcome, *, excused: bool = False
     ) -> JobState:
         now = self.clock()
+        base = _Base(outcome.job_id, outcome.kind, outcome.plugin, outcome.tick_id, outcome.slot)
         common = {
             "last_status": outcome.status,
             "last_error": outcome.error,
             "last_run_at": now,
             "last_scheduled_at": outcome.slot,
+            "tick": self._record(
+                base, outcome.status, outcome.attempts, outcome.duration_s, 0, outcome.error
+            ),
+            "keep_ticks": job.history,
         }
         if outcome.error_class is ErrorClass.PERMANENT:
             change = JobUpdate(paused=True, pause_reason=outcome.error, **common)  # type: ignore[arg-type]

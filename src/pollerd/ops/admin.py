@@ -211,6 +211,19 @@ def _live_tick_wait_s(setup: Setup, job: JobConfig) -> float:
     return 2 * tick_timeout_s + LIVE_TICK_MARGIN_S
 
 
+async def history(setup: Setup, job_id: str, limit: int) -> list[dict[str, Any]]:
+    """The job's last ``limit`` ticks, newest first: from the running service when one answers
+    (it may use a store this process cannot open alone), else from the store."""
+    from pollerd.ops.views import tick_record_json
+
+    job = find_job(setup, job_id)
+    live, answer = await _live_call(setup, "GET", f"/v1/jobs/{job.id}/history?limit={limit}")
+    if live:
+        return list(answer)
+    async with open_setup_store(setup) as store:
+        return [tick_record_json(t) for t in await store.history(job.id, limit)]
+
+
 async def plugins(setup: Setup) -> list[dict[str, Any]]:
     """The running service's plugin rows (live state, restarts, last exit), else the manifests'."""
     live, answer = await _live_call(setup, "GET", "/v1/plugins")

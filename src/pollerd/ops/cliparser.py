@@ -39,6 +39,7 @@ examples:
   pollerd run                          run the service on ./pollers.yaml
   pollerd check -c /etc/pollerd/pollers.yaml
   pollerd jobs --json                  every job with its state, as JSON
+  pollerd history inbox -n 5           the last five ticks of job inbox
   pollerd tick inbox --dry-run         one tick now; publish and commit nothing
   source <(pollerd completion bash)    tab completion in this shell
 
@@ -71,6 +72,13 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "list plugins with their kinds and state",
         "List every plugin: kinds, lifecycle, state (live from the running service) and restarts.",
         ("pollerd plugins", "pollerd plugins --json"),
+    ),
+    "history": (
+        "show the recent ticks of a job",
+        "Show the last ticks of a job, newest first: slot, status, attempts, duration, events,\n"
+        "error and which replica ran it. pollerd keeps the last `history` ticks of each job\n"
+        "(pollers.yaml, default 50).",
+        ("pollerd history inbox", "pollerd history inbox -n 5 --json"),
     ),
     "tick": (
         "run one tick of a job now, through the normal path",
@@ -192,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
+    subs["history"].add_argument("job", help="the job id")
+    subs["history"].add_argument(
+        "-n",
+        "--limit",
+        type=_positive,
+        default=DEFAULT_HISTORY,
+        help=f"how many ticks, newest first (default: {DEFAULT_HISTORY})",
+    )
     subs["tick"].add_argument("job", help="the job id")
     subs["tick"].add_argument("--dry-run", action="store_true", help="do not publish or commit")
     subs["pause"].add_argument("job", help="the job id")
@@ -210,6 +226,16 @@ def _add_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
         "--dir", default=Path("plugins"), type=Path, help="the plugins folder (default: plugins)"
     )
     subs["completion"].add_argument("shell", choices=COMPLETION_SHELLS)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def parse(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:

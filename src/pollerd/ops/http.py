@@ -24,6 +24,8 @@ GUARDED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SHUTDOWN_TIMEOUT_S = 5.0
 MAX_BODY_BYTES = 1024 * 1024
 BEARER_PREFIX = "Bearer "
+DEFAULT_HISTORY_LIMIT = 20
+MAX_HISTORY_LIMIT = 10_000
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,6 +41,9 @@ class AdminBackend(Protocol):
 
     async def plugins(self) -> list[dict[str, Any]]:
         """Rows as `pollerd plugins --json` prints them."""
+
+    async def history(self, job_id: str, limit: int) -> list[dict[str, Any]]:
+        """The job's last ``limit`` ticks, newest first; KeyError for an unknown job."""
 
     async def pause(self, job_id: str, reason: str | None) -> dict[str, Any]:
         """Pause a job; KeyError for an unknown job."""
@@ -120,6 +125,21 @@ def parse_cursor_body(body: Any) -> bytes | None:
     return cursor
 
 
+def parse_limit(text: str | None) -> int:
+    """The ``limit`` query parameter of a list: 1..MAX_HISTORY_LIMIT; HttpError(400) else."""
+    if text is None:
+        return DEFAULT_HISTORY_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise HttpError(
+            400, f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, got {text!r}"
+        )
+    return limit
+
+
 def parse_reason_body(body: Any) -> str | None:
     """The reason of an optional ``{"reason": "..."}`` body."""
     if body is None:
@@ -192,6 +212,7 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics_text)
         app.router.add_get("/v1/jobs", self._jobs)
         app.router.add_get("/v1/jobs/{id}", self._job)
+        app.router.add_get("/v1/jobs/{id}/history", self._history)
         app.router.add_get("/v1/plugins", self._plugins)
         app.router.add_post("/v1/jobs/{id}/pause", self._pause)
         app.router.add_post("/v1/jobs/{id}/resume", self._resume)
@@ -298,6 +319,10 @@ class AdminServer:
         if row is None:
             raise HttpError(404, f"unknown job {job_id!r}")
         return web.json_response(row)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        limit = parse_limit(request.query.get("limit"))
+        return web.json_response(await self._backend.history(request.match_info["id"], limit))
 
     async def _plugins(self, request: web.Request) -> web.Response:
         return web.json_response(await self._backend.plugins())

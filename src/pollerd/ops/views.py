@@ -13,7 +13,7 @@ from pollerd.config.pollers import JobConfig
 from pollerd.config.schedule import next_slots, slots_between
 from pollerd.config.setup import Setup
 from pollerd.engine.runner import TickOutcome
-from pollerd.stores.base import JobState, Store
+from pollerd.stores.base import JobState, Store, TickRecord
 from pollerd.wire import encode_cursor, format_time
 
 if TYPE_CHECKING:
@@ -288,3 +288,40 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def tick_record_json(record: TickRecord) -> dict[str, Any]:
+    """One tick of `pollerd history --json` and ``GET /v1/jobs/{id}/history``."""
+    return {
+        "tick_id": record.tick_id,
+        "slot": format_time(record.slot),
+        "finished_at": format_time(record.finished_at),
+        "status": record.status,
+        "attempts": record.attempts,
+        "duration_s": round(record.duration_s, 6),
+        "events": record.events,
+        "error": record.error,
+        "replica": record.replica,
+    }
+
+
+def format_history(job_id: str, ticks: Sequence[Mapping[str, Any]], zone: str = "UTC") -> str:
+    """`pollerd history JOB`: newest first, times in the job's time zone, errors below."""
+    if not ticks:
+        return f"{job_id}: no ticks recorded yet"
+    header = ("SLOT", "FINISHED", "STATUS", "ATTEMPTS", "DURATION", "EVENTS", "REPLICA")
+    body = [
+        (
+            _local(datetime.fromisoformat(t["slot"]), zone),
+            _local(datetime.fromisoformat(t["finished_at"]), zone),
+            t["status"],
+            str(t["attempts"]),
+            f"{t['duration_s']:.3f}s",
+            str(t["events"]),
+            t["replica"] or "-",
+        )
+        for t in ticks
+    ]
+    lines = [_table(header, body)]
+    lines += [f"  {t['tick_id']}: {t['error']}" for t in ticks if t.get("error")]
+    return "\n".join(lines)

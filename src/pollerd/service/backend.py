@@ -33,6 +33,10 @@ class ServiceBackend:
     async def job(self, job_id: str) -> dict[str, Any] | None:
         return next((row for row in await self.jobs() if row["id"] == job_id), None)
 
+    async def history(self, job_id: str, limit: int) -> list[dict[str, Any]]:
+        job = self._job(job_id)
+        return [views.tick_record_json(t) for t in await self._service.store.history(job.id, limit)]
+
     async def plugins(self) -> list[dict[str, Any]]:
         return views.plugin_rows(self._service.setup, self._service.supervisor)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -68,6 +69,8 @@ class Service:
         self.setup = setup
         self.config = setup.config
         self.environ = dict(environ)
+        # Which pollerd ran a tick, in its history: the host name (a pod's name in Kubernetes).
+        self.replica = self.environ.get("POLLERD_REPLICA") or socket.gethostname()
         self.clock = clock
         nats = self.config.nats
         self.store = store or open_store(
@@ -135,6 +138,7 @@ class Service:
             clock=self.clock,
             after_publish=fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
             nats_link=self.link.state if self.nc is not None else None,
+            replica=self.replica,
         )
         self._dispatcher = Dispatcher(
             self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip

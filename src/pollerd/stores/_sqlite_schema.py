@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import fields
 from datetime import UTC, datetime
 
+from pollerd.stores import _sqlite_history
 from pollerd.stores._values import TIME_FIELDS, to_utc
 from pollerd.stores.base import JobState
 
@@ -53,6 +54,8 @@ SCHEMA_STATEMENTS = (
         event_space INTEGER NOT NULL DEFAULT 0,
         revision INTEGER NOT NULL DEFAULT 0
     )""",
+    # Added without a schema version change: an older pollerd ignores the table.
+    _sqlite_history.SCHEMA,
 )
 # Columns added after schema version 1 was released, with their definition: added in place to an
 # older file (a version-1 pollerd reads such a file unchanged, as it names its columns).

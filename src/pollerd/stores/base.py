@@ -45,6 +45,24 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True)
+class TickRecord:
+    """One finished tick of a job, kept in the job's history (`pollerd history`)."""
+
+    tick_id: str
+    slot: datetime  # the scheduled slot (for a manual tick, when it was asked for)
+    finished_at: datetime
+    status: str  # "ok" or the failure reason (transient, timeout, protocol, publish, ...)
+    attempts: int
+    duration_s: float  # all attempts and backoff
+    events: int  # events published (0 for a failed tick)
+    error: str | None = None
+    replica: str = ""  # which pollerd ran it (its host name, or its replica name)
+
+
+DEFAULT_HISTORY = 50  # ticks kept per job unless pollers.yaml says otherwise
+
+
+@dataclass(frozen=True, slots=True)
 class JobUpdate:
     """A partial change of a JobState: fields left UNSET keep their stored value."""
 
@@ -63,6 +81,10 @@ class JobUpdate:
     breaker_open_until: datetime | None | Unset = UNSET
     breaker_cooldown_s: float | None | Unset = UNSET
     event_space: int | Unset = UNSET
+    # Not state fields: a finished tick to add to the job's history in the same write, and how
+    # many of the job's newest records to keep (older ones are dropped by that write).
+    tick: TickRecord | None = None
+    keep_ticks: int = DEFAULT_HISTORY
 
     def changes(self) -> dict[str, object]:
         """The fields that are set, by name, in the order of the fields."""
@@ -73,7 +95,7 @@ class JobUpdate:
         return replace(state, revision=state.revision + 1, **self.changes())  # type: ignore[arg-type]
 
 
-_UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate))
+_UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate) if f.name not in ("tick", "keep_ticks"))
 
 
 class Store(ABC):
@@ -147,3 +169,23 @@ class Store(ABC):
     async def ping(self) -> None:
         """Raise ``StoreError`` when the store cannot be used (readiness checks)."""
         await self.all()
+
+    #: Whether this store keeps tick history (``update`` writes ``change.tick``, ``history``
+    #: reads it). Stores that do set it to True and pass the history contract tests.
+    keeps_history: bool = False
+
+    async def history(self, job_id: str, limit: int) -> list[TickRecord]:
+        """The job's last ``limit`` tick records, newest first ([] for an unknown job).
+
+        How a store keeps history: ``update`` receives the finished tick as ``change.tick``
+        and must write it **in the same transaction (or CAS) as the state change**, so the
+        history never shows a tick whose commit was lost, nor misses one that was committed;
+        the same write drops the job's records beyond its newest ``change.keep_ticks``. A
+        failed or refused write (a lost CAS, a fenced leader) records nothing. ``delete``
+        forgets the job's history with its state, and a stored job reset by ``ensure`` with
+        another kind starts an empty history. A store without history (this default) keeps
+        ``keeps_history = False`` and returns [] here: ticks still run, `pollerd history` and
+        ``GET /v1/jobs/{id}/history`` show nothing. A KV store can keep the records in the
+        job's own value (bounded by ``keep_ticks``), so one CAS writes both.
+        """
+        return []

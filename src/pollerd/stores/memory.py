@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import replace
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, Unset
+from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, TickRecord, Unset
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobState] = {}
+        self._history: dict[str, deque[TickRecord]] = {}  # newest last
         self._version = 0
         self._open = False
 
@@ -45,6 +47,7 @@ class MemoryStore(Store):
             return stored
         revision = 0 if stored is None else stored.revision + 1
         state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
+        self._history.pop(job_id, None)
         self._write(state)
         return state
 
@@ -59,11 +62,24 @@ class MemoryStore(Store):
         if expect_cursor is not UNSET and stored.cursor != expect_cursor:
             changes.pop("cursor", None)
         state = replace(stored, revision=stored.revision + 1, **changes)  # type: ignore[arg-type]
+        if change.tick is not None:
+            kept = self._history.get(job_id)
+            if kept is None or kept.maxlen != change.keep_ticks:
+                kept = self._history[job_id] = deque(kept or (), maxlen=max(change.keep_ticks, 0))
+            kept.append(change.tick)
         self._write(state)
         return state
 
+    keeps_history = True
+
+    async def history(self, job_id: str, limit: int) -> list[TickRecord]:
+        self._check_open()
+        kept = self._history.get(job_id, ())
+        return list(reversed(kept))[: max(limit, 0)]
+
     async def delete(self, job_id: str) -> None:
         self._check_open()
+        self._history.pop(job_id, None)
         if self._jobs.pop(job_id, None) is not None:
             self._version += 1
 

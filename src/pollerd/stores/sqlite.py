@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pollerd.errors import StoreError
+from pollerd.stores import _sqlite_history
 from pollerd.stores._batch import WriteQueue
 from pollerd.stores._sqlite_file import file_id, read_all, remove_orphan_wal, write_all
 from pollerd.stores._sqlite_schema import (
@@ -37,7 +38,15 @@ from pollerd.stores._sqlite_schema import (
     values_from_row,
 )
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
+from pollerd.stores.base import (
+    SCHEMA_VERSION,
+    UNSET,
+    JobState,
+    JobUpdate,
+    Store,
+    TickRecord,
+    Unset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +55,8 @@ class _Write(NamedTuple):
     job_id: str
     changes: dict[str, object]  # normalized JobUpdate.changes()
     expect_cursor: bytes | None | Unset
+    tick: TickRecord | None  # added to the job's history by the same transaction
+    keep_ticks: int
 
 
 class SqliteStore(Store):
@@ -94,6 +105,7 @@ class SqliteStore(Store):
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._writes: WriteQueue[_Write, JobState] = WriteQueue(self._write_batch)
         self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
+        self._history_last: dict[str, int] = {}  # each job's newest record number, as _known
         self._known_at: int | None = None
         self._write_error: str | None = None  # the last write failed (disk full, read-only…)
 
@@ -203,6 +215,8 @@ class SqliteStore(Store):
             revision = 0 if stored is None else stored.revision + 1
             state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
             conn.execute(INSERT, row_from_state(state))
+            _sqlite_history.forget(conn, job_id)
+            self._history_last.pop(job_id, None)
             bump_version(conn)
         self._known[job_id] = state
         return state
@@ -214,7 +228,8 @@ class SqliteStore(Store):
         transaction, in the order they came (see ``WriteQueue``)."""
         changes = normalize_changes(change.changes())
         self._connection()
-        return await self._writes.submit(_Write(job_id, changes, expect_cursor))
+        write = _Write(job_id, changes, expect_cursor, change.tick, change.keep_ticks)
+        return await self._writes.submit(write)
 
     def _write_batch(self, writes: Sequence[_Write]) -> list[JobState | Exception]:
         """One transaction for every write: all are committed, or none (each caller then gets
@@ -237,6 +252,7 @@ class SqliteStore(Store):
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
+                self._history_last.clear()  # the numbers taken by this batch were not written
                 raise
         except sqlite3.Error as exc:
             self._write_error = self._message("write job states", exc)
@@ -275,11 +291,22 @@ class SqliteStore(Store):
             update_statement(tuple(changes)),
             (*(to_column(name, value) for name, value in changes.items()), write.job_id),
         )
+        if write.tick is not None:
+            self._append_tick(conn, write)
         for name, value in changes.items():
             values[INDEX[name]] = value
         values[REVISION] += 1  # type: ignore[operator]
         new = written[write.job_id] = JobState(*values)  # type: ignore[arg-type]
         return new
+
+    def _append_tick(self, conn: sqlite3.Connection, write: _Write) -> None:
+        assert write.tick is not None
+        last = self._history_last.get(write.job_id)
+        if last is None:
+            last = _sqlite_history.last_number(conn, write.job_id)
+        self._history_last[write.job_id] = _sqlite_history.append(
+            conn, write.job_id, write.tick, write.keep_ticks, last
+        )
 
     async def delete(self, job_id: str) -> None:
         conn = self._file_connection()
@@ -287,8 +314,18 @@ class SqliteStore(Store):
         self._known.pop(job_id, None)
         with self._transaction(conn, f"delete job {job_id!r}"):
             deleted = conn.execute(f"DELETE FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,))
+            _sqlite_history.forget(conn, job_id)
+            self._history_last.pop(job_id, None)
             if deleted.rowcount:
                 bump_version(conn)
+
+    keeps_history = True
+
+    async def history(self, job_id: str, limit: int) -> list[TickRecord]:
+        conn = self._connection()
+        self._writes.flush()  # a tick committed just before is in it
+        with self._translate(f"read the history of job {job_id!r}"):
+            return _sqlite_history.read(conn, job_id, limit)
 
     async def version(self) -> int:
         conn = self._connection()
@@ -363,11 +400,13 @@ class SqliteStore(Store):
         data_version = conn.execute(DATA_VERSION).fetchone()[0]
         if data_version != self._known_at:
             self._known.clear()
+            self._history_last.clear()
             self._known_at = data_version
         return self._known
 
     def _forget_known(self) -> None:
         self._known.clear()
+        self._history_last.clear()
         self._known_at = None
 
     def _not_open(self) -> StoreError:
