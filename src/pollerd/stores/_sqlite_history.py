@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pollerd.stores.base import TickRecord
 
 HISTORY_TABLE = "tick_history"
+Records = list[TickRecord]
 _COLUMNS = (
     "tick_id",
     "slot",
@@ -84,7 +85,7 @@ def append(conn: sqlite3.Connection, job_id: str, record: TickRecord, keep: int,
     return last + 1
 
 
-def read(conn: sqlite3.Connection, job_id: str, limit: int) -> list[TickRecord]:
+def read(conn: sqlite3.Connection, job_id: str, limit: int) -> Records:
     rows = conn.execute(_SELECT, (job_id, max(limit, 0))).fetchall()
     return [
         TickRecord(
@@ -117,3 +118,25 @@ def _time(seconds: float) -> datetime:
     whole = int(seconds // 1)
     micros = round((seconds - whole) * 1_000_000)
     return datetime.fromtimestamp(whole, UTC) + timedelta(microseconds=micros)
+
+
+class HistoryTable:
+    """The history table as one store connection writes it, remembering each job's newest
+    record number (valid while no other connection commits: ``clear`` then)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def append(self, conn: sqlite3.Connection, job_id: str, record: TickRecord, keep: int) -> None:
+        last = self._last.get(job_id)
+        if last is None:
+            last = last_number(conn, job_id)
+        self._last[job_id] = append(conn, job_id, record, keep, last)
+
+    def forget(self, conn: sqlite3.Connection, job_id: str) -> None:
+        forget(conn, job_id)
+        self._last.pop(job_id, None)
+
+    def clear(self) -> None:
+        """Forget the numbers (another connection committed, or a write was rolled back)."""
+        self._last.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import sqlite3
 from dataclasses import fields
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from pollerd.stores import _sqlite_history
 from pollerd.stores._values import TIME_FIELDS, to_utc
 from pollerd.stores.base import JobState
+
+logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
 SCHEMA_KEY = "schema_version"
@@ -74,6 +77,14 @@ HINTS = (
 )
 
 
+def describe_error(path: object, what: str, exc: sqlite3.Error) -> str:
+    """What went wrong with the store at ``path`` while doing ``what``, and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    hint = next((hint for needle, hint in HINTS if needle in lowered), "")
+    return f"state store {path}: could not {what}: {text}" + (f"; {hint}" if hint else "")
+
+
 def meta(conn: sqlite3.Connection, key: str) -> int | None:
     row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
     return None if row is None else int(row[0])
@@ -112,3 +123,12 @@ def values_from_row(row: tuple[object, ...]) -> list[object]:
             values[index] = datetime.fromisoformat(value).astimezone(UTC)
     values[PAUSED] = bool(values[PAUSED])
     return values
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any; a failure here is only logged at DEBUG."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the original error is the one worth reporting
+            logger.debug("rollback failed", exc_info=True)

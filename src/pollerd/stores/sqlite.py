@@ -18,7 +18,6 @@ from pollerd.stores._sqlite_schema import (
     BUSY_TIMEOUT_S,
     CURSOR,
     DATA_VERSION,
-    HINTS,
     INDEX,
     INSERT,
     JOBS_TABLE,
@@ -30,7 +29,9 @@ from pollerd.stores._sqlite_schema import (
     SELECT_ONE,
     VERSION_KEY,
     bump_version,
+    describe_error,
     meta,
+    rollback,
     row_from_state,
     state_values,
     to_column,
@@ -38,15 +39,7 @@ from pollerd.stores._sqlite_schema import (
     values_from_row,
 )
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import (
-    SCHEMA_VERSION,
-    UNSET,
-    JobState,
-    JobUpdate,
-    Store,
-    TickRecord,
-    Unset,
-)
+from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +48,7 @@ class _Write(NamedTuple):
     job_id: str
     changes: dict[str, object]  # normalized JobUpdate.changes()
     expect_cursor: bytes | None | Unset
-    tick: TickRecord | None  # added to the job's history by the same transaction
-    keep_ticks: int
+    update: JobUpdate  # its ``tick`` is added to the job's history by the same transaction
 
 
 class SqliteStore(Store):
@@ -105,7 +97,7 @@ class SqliteStore(Store):
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._writes: WriteQueue[_Write, JobState] = WriteQueue(self._write_batch)
         self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
-        self._history_last: dict[str, int] = {}  # each job's newest record number, as _known
+        self._history = _sqlite_history.HistoryTable()
         self._known_at: int | None = None
         self._write_error: str | None = None  # the last write failed (disk full, read-only…)
 
@@ -215,8 +207,7 @@ class SqliteStore(Store):
             revision = 0 if stored is None else stored.revision + 1
             state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
             conn.execute(INSERT, row_from_state(state))
-            _sqlite_history.forget(conn, job_id)
-            self._history_last.pop(job_id, None)
+            self._history.forget(conn, job_id)
             bump_version(conn)
         self._known[job_id] = state
         return state
@@ -228,8 +219,7 @@ class SqliteStore(Store):
         transaction, in the order they came (see ``WriteQueue``)."""
         changes = normalize_changes(change.changes())
         self._connection()
-        write = _Write(job_id, changes, expect_cursor, change.tick, change.keep_ticks)
-        return await self._writes.submit(write)
+        return await self._writes.submit(_Write(job_id, changes, expect_cursor, change))
 
     def _write_batch(self, writes: Sequence[_Write]) -> list[JobState | Exception]:
         """One transaction for every write: all are committed, or none (each caller then gets
@@ -251,11 +241,11 @@ class SqliteStore(Store):
                     bump_version(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
-                self._history_last.clear()  # the numbers taken by this batch were not written
+                rollback(conn)
+                self._history.clear()  # the numbers taken by this batch were not written
                 raise
         except sqlite3.Error as exc:
-            self._write_error = self._message("write job states", exc)
+            self._write_error = describe_error(self.path, "write job states", exc)
             return [self._error(f"update job {write.job_id!r}", exc) for write in writes]
         if self._write_error is not None:
             logger.warning("state store %s: writes succeed again", self.path)
@@ -291,22 +281,13 @@ class SqliteStore(Store):
             update_statement(tuple(changes)),
             (*(to_column(name, value) for name, value in changes.items()), write.job_id),
         )
-        if write.tick is not None:
-            self._append_tick(conn, write)
+        if (tick := write.update.tick) is not None:
+            self._history.append(conn, write.job_id, tick, write.update.keep_ticks)
         for name, value in changes.items():
             values[INDEX[name]] = value
         values[REVISION] += 1  # type: ignore[operator]
         new = written[write.job_id] = JobState(*values)  # type: ignore[arg-type]
         return new
-
-    def _append_tick(self, conn: sqlite3.Connection, write: _Write) -> None:
-        assert write.tick is not None
-        last = self._history_last.get(write.job_id)
-        if last is None:
-            last = _sqlite_history.last_number(conn, write.job_id)
-        self._history_last[write.job_id] = _sqlite_history.append(
-            conn, write.job_id, write.tick, write.keep_ticks, last
-        )
 
     async def delete(self, job_id: str) -> None:
         conn = self._file_connection()
@@ -314,14 +295,13 @@ class SqliteStore(Store):
         self._known.pop(job_id, None)
         with self._transaction(conn, f"delete job {job_id!r}"):
             deleted = conn.execute(f"DELETE FROM {JOBS_TABLE} WHERE job_id = ?", (job_id,))
-            _sqlite_history.forget(conn, job_id)
-            self._history_last.pop(job_id, None)
+            self._history.forget(conn, job_id)
             if deleted.rowcount:
                 bump_version(conn)
 
     keeps_history = True
 
-    async def history(self, job_id: str, limit: int) -> list[TickRecord]:
+    async def history(self, job_id: str, limit: int) -> _sqlite_history.Records:
         conn = self._connection()
         self._writes.flush()  # a tick committed just before is in it
         with self._translate(f"read the history of job {job_id!r}"):
@@ -400,13 +380,12 @@ class SqliteStore(Store):
         data_version = conn.execute(DATA_VERSION).fetchone()[0]
         if data_version != self._known_at:
             self._known.clear()
-            self._history_last.clear()
+            self._history.clear()
             self._known_at = data_version
         return self._known
 
     def _forget_known(self) -> None:
         self._known.clear()
-        self._history_last.clear()
         self._known_at = None
 
     def _not_open(self) -> StoreError:
@@ -433,7 +412,7 @@ class SqliteStore(Store):
             try:
                 yield
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
             conn.execute("COMMIT")
 
@@ -445,20 +424,6 @@ class SqliteStore(Store):
             raise self._error(what, exc) from exc
 
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
-        error = StoreError(self._message(what, exc))
+        error = StoreError(describe_error(self.path, what, exc))
         error.__cause__ = exc
         return error
-
-    def _message(self, what: str, exc: sqlite3.Error) -> str:
-        text = str(exc)
-        lowered = text.lower()
-        hint = next((hint for needle, hint in HINTS if needle in lowered), "")
-        return f"state store {self.path}: could not {what}: {text}" + (f"; {hint}" if hint else "")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:  # the original error is the one worth reporting
-            logger.debug("rollback failed", exc_info=True)
