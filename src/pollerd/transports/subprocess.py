@@ -6,8 +6,9 @@ with a slash is a path relative to the plugin folder, any other name is looked u
 folder, in a session of its own, with only the manifest's allow-listed variables plus
 ``POLLERD_PROTOCOL``, ``POLLERD_MODE`` and ``POLLERD_PLUGIN_ID``.
 
-Once the leader exits, whatever is left of its process group is killed: a tick leaves nothing
-running behind it. Its stderr is logged within a budget per tick (``pollerd.transports.output``).
+Once the leader exits, whatever is left of its process group is killed, and what left the group
+(``setsid``) is found by the mark in its environment and killed too (``leftovers``): a tick leaves
+nothing running behind it. Its stderr is logged within a budget per tick (``output``).
 
 On Python 3.11 asyncio watches each child with a thread of its own, and starting that thread costs
 about 2.5 ms of blocked event loop per tick on a busy 2-core machine (a bare spawn costs 0.4 ms).
@@ -36,6 +37,7 @@ from pollerd.errors import (
     TransportError,
 )
 from pollerd.transports.base import Transport
+from pollerd.transports.leftovers import LeftoverSweeper
 from pollerd.transports.output import OutputLimiter, TickBudget
 from pollerd.transports.pluginlog import log_plugin_line, plugin_logger
 
@@ -96,6 +98,7 @@ class SubprocessTransport(Transport):
         self._path = environ.get("PATH")
         self._program: str | None = None
         self._env = plugin_environ(plugin_id, env_allow, environ, extra_env)
+        self._leftovers = LeftoverSweeper(plugin_id)
 
     @classmethod
     def from_manifest(
@@ -119,8 +122,20 @@ class SubprocessTransport(Transport):
         )
 
     async def send(self, request: wire.TickRequest, timeout_s: float) -> wire.TickReply:
+        number, mark = self._leftovers.begin()
+        try:
+            return await self._send(request, timeout_s, mark)
+        finally:
+            self._leftovers.end(number)
+
+    async def aclose(self) -> None:
+        await self._leftovers.aclose()
+
+    async def _send(
+        self, request: wire.TickRequest, timeout_s: float, mark: Mapping[str, str]
+    ) -> wire.TickReply:
         job_id = request.job_id
-        proc = await self._spawn(job_id)
+        proc = await self._spawn(job_id, mark)
         stderr = self._stderr_limiter(job_id)
         tail = stderr.tail
         stderr_task = asyncio.create_task(self._forward_stderr(proc, stderr))
@@ -158,7 +173,7 @@ class SubprocessTransport(Transport):
         self._program = found
         return found
 
-    async def _spawn(self, job_id: str) -> asyncio.subprocess.Process:
+    async def _spawn(self, job_id: str, mark: Mapping[str, str]) -> asyncio.subprocess.Process:
         program = self._resolve(job_id)
         try:
             return await asyncio.create_subprocess_exec(
@@ -168,7 +183,7 @@ class SubprocessTransport(Transport):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self.cwd,
-                env=self._env,
+                env={**self._env, **mark},
                 start_new_session=True,
             )
         except OSError as exc:
