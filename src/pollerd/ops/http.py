@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -207,6 +208,7 @@ class AdminServer:
             middlewares=[self._errors_middleware, self._auth_middleware],
             client_max_size=MAX_BODY_BYTES,
         )
+        app.router.add_get("/", self._status_page)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_text)
@@ -307,6 +309,29 @@ class AdminServer:
         return web.Response(
             body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
         )
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        from pollerd import __version__
+        from pollerd.ops import statuspage
+
+        jobs = await self._backend.jobs()
+        history: dict[str, list[dict[str, Any]]] = {}
+        for row in jobs:
+            try:
+                history[row["id"]] = await self._backend.history(row["id"], statuspage.STRIP_TICKS)
+            except KeyError:  # a broken job: it never ran under this id
+                history[row["id"]] = []
+        selected = request.query.get("state", "all")
+        page = statuspage.render_status_page(
+            jobs=jobs,
+            history=history,
+            plugins=await self._backend.plugins(),
+            readiness=self._backend.readiness(),
+            now=datetime.now(UTC),
+            selected=selected if selected in statuspage.FILTERS else "all",
+            version=__version__,
+        )
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
 
     # -- admin API -----------------------------------------------------------------------------
 
