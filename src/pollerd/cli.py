@@ -223,6 +223,13 @@ def _new_plugin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from pollerd.ops.schema import SCHEMAS
+
+    _print_json(SCHEMAS[args.which]())
+    return EXIT_OK
+
+
 def _completion(args: argparse.Namespace) -> int:
     import shtab
 
@@ -244,6 +251,7 @@ _HANDLERS = {
     "events": _events,
     "new-plugin": _new_plugin,
     "completion": _completion,
+    "schema": _schema,
 }
 
 

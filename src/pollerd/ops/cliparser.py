@@ -114,6 +114,12 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "with --follow keep printing new ones.",
         ("pollerd events --job inbox", "pollerd events --follow"),
     ),
+    "schema": (
+        "print the JSON Schema of pollers.yaml or plugin.toml",
+        "Print a JSON Schema that accepts what pollerd accepts (durations as strings such as\n"
+        "10s), for editors and the YAML language server.",
+        ("pollerd schema pollers > pollers.schema.json", "pollerd schema plugin"),
+    ),
     "new-plugin": (
         "write a working plugin folder to start from",
         "Write a plugin folder (plugin.toml and a handler) that runs as is.",
@@ -226,6 +232,7 @@ def _add_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
         "--dir", default=Path("plugins"), type=Path, help="the plugins folder (default: plugins)"
     )
     subs["completion"].add_argument("shell", choices=COMPLETION_SHELLS)
+    subs["schema"].add_argument("which", nargs="?", choices=SCHEMAS, default="pollers")
 
 
 def _positive(text: str) -> int:
