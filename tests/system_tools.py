@@ -17,6 +17,7 @@ APT_PACKAGES = {
     "chromium": "chromium",
     "systemd-analyze": "systemd",
     "zsh": "zsh",
+    "unshare": "util-linux",
 }
 
 

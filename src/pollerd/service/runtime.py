@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pollerd.config.setup import Setup
 from pollerd.errors import PollerdError
 from pollerd.service.core import Service
+from pollerd.service.sdnotify import READY, STOPPING, Notifier
 from pollerd.service.watch import ConfigWatcher
 from pollerd.transports.subprocess import pidfd_child_watcher
 
@@ -34,19 +35,30 @@ def tune_gc() -> None:
 async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
     """Run until SIGTERM or SIGINT; exits cleanly with in-flight ticks committed or cancelled."""
     loop = asyncio.get_running_loop()
+    systemd = Notifier(environ)
     with pidfd_child_watcher(loop):
-        async with Service(setup, environ=environ) as service:
-            loop.add_signal_handler(signal.SIGTERM, service.stop)
-            loop.add_signal_handler(signal.SIGINT, service.stop)
-            loop.add_signal_handler(signal.SIGHUP, lambda: service.request_reload("SIGHUP"))
-            tune_gc()
-            try:
-                async with ConfigWatcher(service):
+        service = Service(setup, environ=environ)
+        # Handlers before the start: as PID 1 (a container) a signal without a handler is
+        # ignored, so a SIGTERM while plugins start would otherwise be lost.
+        loop.add_signal_handler(signal.SIGTERM, service.stop)
+        loop.add_signal_handler(signal.SIGINT, service.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: service.request_reload("SIGHUP"))
+        try:
+            async with service:
+                tune_gc()
+                systemd.notify(READY, f"STATUS=running {len(setup.jobs)} job(s)")
+                async with systemd.watchdog(), ConfigWatcher(service):
                     await service.wait()
+                _remove_handlers(loop)  # a second SIGTERM or ^C during the drain kills at once
+                systemd.notify(STOPPING, "STATUS=draining running ticks")
                 logger.info("stopping: no new ticks; waiting for running ones")
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
+        finally:
+            _remove_handlers(loop)
     if service.link.fatal_error is not None:
         raise PollerdError(service.link.fatal_error)
     logger.info("pollerd stopped")
+
+
+def _remove_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
