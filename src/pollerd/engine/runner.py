@@ -95,14 +95,7 @@ class TickRunner:
         started = time.perf_counter()
         try:
             return await self._run(job, route, base, dry_run)
-        except StoreError as exc:
-            logger.error(
-                "job_id=%s plugin=%s tick_id=%s: nothing committed: %s",
-                job.id,
-                route.plugin_id,
-                base.tick_id,
-                exc,
-            )
+        except StoreError as exc:  # logged in the tick line; readiness shows it too
             return base.outcome(
                 status=STATUS_STORE,
                 attempts=1,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ from pollerd.wire import Event
 logger = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 5.0
+# Acknowledgements missing this long, on a live connection and across several ticks, mean a
+# stuck stream: after a disk-full write error nats-server keeps refusing writes to it until
+# its store is reopened (measured with nats-server 2.15 on a full tmpfs).
+STALL_S = 10.0
 # A tick re-run after a crash republishes the same message ids; JetStream drops them within this
 # window. It bounds how long pollerd may be down between a publish and its cursor commit.
 DUPLICATE_WINDOW_S = 15 * 60.0
@@ -35,11 +40,24 @@ STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 
 
 class JetStreamPublisher(EventPublisher):
-    def __init__(self, nc: Client, *, ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
+    """``on_stall`` is awaited when no publish was acknowledged for ``stall_s`` while connected
+    (the service restarts its embedded nats-server there); at most once per ``stall_s``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        on_stall: Callable[[float], Awaitable[None]] | None = None,
+        stall_s: float | None = None,
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=ack_timeout_s)
         self._ack_timeout_s = ack_timeout_s
         self._ensuring = asyncio.Lock()
+        self._on_stall = on_stall
+        self._stall_s = STALL_S if stall_s is None else stall_s
+        self._stalled_since: float | None = None  # monotonic time of the first missing ack
 
     async def ensure_stream(self) -> bool:
         """Create POLLERD_EVENTS if it is missing (True then); an existing one is left as it is."""
@@ -80,10 +98,23 @@ class JetStreamPublisher(EventPublisher):
                 )
                 acks = await self._publish_all(subject, messages)
         except (nats.errors.Error, TimeoutError, NatsError) as exc:
+            if isinstance(exc, TimeoutError):
+                await self._stalled()
             raise EventPublishError(
                 f"job {job_id!r}: {len(events)} event(s) to {subject} not acknowledged: {exc!r}"
             ) from exc
+        self._stalled_since = None
         return sum(1 for ack in acks if ack.duplicate)
+
+    async def _stalled(self) -> None:
+        if self._on_stall is None or not self._nc.is_connected:
+            return
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        elif now - self._stalled_since >= self._stall_s:
+            stalled_s, self._stalled_since = now - self._stalled_since, None
+            await self._on_stall(stalled_s)
 
     def _message(self, job_id: str, event: Event, space: int) -> tuple[bytes, str]:
         """The payload and message id of an event, checked against the server's max_payload:

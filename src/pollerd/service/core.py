@@ -165,6 +165,7 @@ class Service:
         if nats_config.embedded:
             server = EmbeddedNatsServer(self.config.state_dir / "nats")
             await self._stack.enter_async_context(server)
+            self.link.server = server
             self.nats_url = server.url
             # `pollerd events` reads the stream through the running server, found by this file.
             (self.config.state_dir / "nats" / "url").write_text(server.url + "\n")
@@ -175,7 +176,7 @@ class Service:
             nc = await connect_from_config(nats_config, name="pollerd", on_lost=self.link.lost)
         self.nc = self.link.attach(nc, self.nats_url)
         self._stack.push_async_callback(self.link.close)
-        publisher = JetStreamPublisher(self.nc)
+        publisher = JetStreamPublisher(self.nc, on_stall=self.link.restart_server)
         await publisher.ensure_stream()
         return publisher
 

@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 
+from pollerd.errors import NatsError
+from pollerd.natsio.server import EmbeddedNatsServer
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,6 +26,7 @@ class NatsLink:
         self.nc: Client | None = None
         self.url: str | None = None
         self.fatal_error: str | None = None
+        self.server: EmbeddedNatsServer | None = None  # the embedded one, restarted when stuck
         self._on_fatal = on_fatal
         self._closing = False
 
@@ -44,6 +48,23 @@ class NatsLink:
         """(connected now, reconnects so far): a change tells a tick that the link went down."""
         nc = self.nc
         return (False, 0) if nc is None else (nc.is_connected, nc.stats["reconnects"])
+
+    async def restart_server(self, stalled_s: float) -> None:
+        """Restart the embedded nats-server on its port and data: JetStream refuses every write
+        to a stream after a disk-full error until the server reopens it (see STALL_S)."""
+        if self.server is None or self._closing:
+            return
+        logger.warning(
+            "JetStream acknowledged no event for %.0fs on a live connection (disk full?): "
+            "restarting the embedded nats-server on %s with the same data",
+            stalled_s,
+            self.url,
+        )
+        await self.server.stop()
+        try:
+            await self.server.start()
+        except NatsError as exc:  # still no space: the next stall tries again
+            logger.error("the embedded nats-server did not start again: %s", exc)
 
     async def close(self) -> None:
         self._closing = True
