@@ -133,7 +133,7 @@ async def test_jetstream_on_a_full_disk_recovers_without_a_restart_of_pollerd(
     write_plugin(tmp_path / "plugins")
     log = tmp_path / "runs.log"
     config = write_config(
-        tmp_path / "pollers.yaml", [job("events", log, schedule="200ms", config={"events": 300})]
+        tmp_path / "pollers.yaml", [job("events", log, schedule="500ms", config={"events": 30})]
     )
     caplog.set_level(logging.INFO, logger="pollerd.tick")
     outcomes = TickOutcomes(caplog)

@@ -28,9 +28,9 @@ from pollerd.wire import Event
 logger = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 5.0
-# Acknowledgements missing this long, on a live connection and across several ticks, mean a
-# stuck stream: after a disk-full write error nats-server keeps refusing writes to it until
-# its store is reopened (measured with nats-server 2.15 on a full tmpfs).
+# Acknowledgements missing this long, across several ticks, mean a stuck stream or server: after
+# a disk-full write error nats-server keeps refusing writes to the stream until its store is
+# reopened (measured with nats-server 2.15 on a full tmpfs).
 STALL_S = 10.0
 # A tick re-run after a crash republishes the same message ids; JetStream drops them within this
 # window. It bounds how long pollerd may be down between a publish and its cursor commit.
@@ -40,8 +40,8 @@ STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 
 
 class JetStreamPublisher(EventPublisher):
-    """``on_stall`` is awaited when no publish was acknowledged for ``stall_s`` while connected
-    (the service restarts its embedded nats-server there); at most once per ``stall_s``."""
+    """``on_stall`` is awaited when no publish was acknowledged for ``stall_s`` (the service
+    restarts its embedded nats-server there); at most once per ``stall_s``."""
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class JetStreamPublisher(EventPublisher):
         return sum(1 for ack in acks if ack.duplicate)
 
     async def _stalled(self) -> None:
-        if self._on_stall is None or not self._nc.is_connected:
+        if self._on_stall is None:
             return
         now = time.monotonic()
         if self._stalled_since is None:

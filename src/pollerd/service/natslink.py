@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -29,6 +30,7 @@ class NatsLink:
         self.server: EmbeddedNatsServer | None = None  # the embedded one, restarted when stuck
         self._on_fatal = on_fatal
         self._closing = False
+        self._restarting = asyncio.Lock()
 
     def attach(self, nc: Client, url: str) -> Client:
         self.nc, self.url = nc, url
@@ -52,19 +54,20 @@ class NatsLink:
     async def restart_server(self, stalled_s: float) -> None:
         """Restart the embedded nats-server on its port and data: JetStream refuses every write
         to a stream after a disk-full error until the server reopens it (see STALL_S)."""
-        if self.server is None or self._closing:
+        if self.server is None or self._closing or self._restarting.locked():
             return
-        logger.warning(
-            "JetStream acknowledged no event for %.0fs on a live connection (disk full?): "
-            "restarting the embedded nats-server on %s with the same data",
-            stalled_s,
-            self.url,
-        )
-        await self.server.stop()
-        try:
-            await self.server.start()
-        except NatsError as exc:  # still no space: the next stall tries again
-            logger.error("the embedded nats-server did not start again: %s", exc)
+        async with self._restarting:
+            logger.warning(
+                "JetStream acknowledged no event for %.0fs (disk full?): restarting the "
+                "embedded nats-server on %s with the same data",
+                stalled_s,
+                self.url,
+            )
+            await self.server.stop()
+            try:
+                await self.server.start()
+            except NatsError as exc:  # still no space: the next stall tries again
+                logger.error("the embedded nats-server did not start again: %s", exc)
 
     async def close(self) -> None:
         self._closing = True
