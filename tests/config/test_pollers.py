@@ -67,7 +67,7 @@ def test_every_job_field_is_read(tmp_path: Path) -> None:
         """
         version: 1
         jobs:
-          - id: feed.main_1
+          - id: feed-main_1
             kind: rss
             schedule: {cron: "30 7 * * 1-5"}
             timezone: Europe/Paris
@@ -284,10 +284,38 @@ def test_an_invalid_job_id_and_a_missing_kind_are_both_reported(tmp_path: Path) 
 
     assert config.broken[0].problems == (
         f"{config.path}:3: jobs[0].id: invalid job id 'Bad Id': use 1-128 lowercase letters, "
-        "digits, '_', '.' or '-', starting with a letter or digit",
+        "digits, '_' or '-', starting with a letter or digit",
         f"{config.path}:3: jobs[0].kind: required",
     )
     assert config.broken[0].id == "Bad Id"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "id: node.dotted",
+            "3: jobs[0].id: invalid job id 'node.dotted': no '.' (the id is one token of the "
+            "events subject pollerd.events.<kind>.<job_id>); write 'node-dotted'",
+        ),
+        (
+            "kind: feeds.rss",
+            "4: jobs[0].kind: invalid kind 'feeds.rss': kinds are lowercase letters, digits and "
+            "'_', starting with a letter (one token of the events subject "
+            "pollerd.events.<kind>.<job_id>)",
+        ),
+    ],
+)
+def test_a_dot_in_a_job_id_or_kind_breaks_the_job_naming_the_line_and_field(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    fields = {"id": "id: node", "kind": "kind: rss"}
+    fields[line.split(":")[0]] = line
+    job = f"  - {fields['id']}\n    {fields['kind']}\n    schedule: {{every: 1s}}\n"
+
+    config = load(tmp_path, "version: 1\njobs:\n" + job)
+
+    assert config.broken[0].problems == (f"{config.path}:{message}",)
 
 
 def test_a_duplicate_job_id_breaks_the_second_job_only(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ KV_BUCKET_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 REPLICA_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 DEFAULT_LISTEN = "127.0.0.1:9180"
 DEFAULT_MAX_CURSOR_BYTES = 256 * 1024
-JOB_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+# Job ids and kinds are single tokens of the events subject pollerd.events.<kind>.<job_id>: no
+# dots (a dot splits a token, so consumers filtering pollerd.events.<kind>.* would miss events).
+JOB_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 NATS_URL_SCHEMES = ("nats://", "tls://")
 MAX_PORT = 65535
 
@@ -171,14 +174,26 @@ class JobModel(BaseModel):
     @field_validator("id")
     @classmethod
     def _valid_id(cls, value: str) -> str:
+        if "." in value:
+            raise ValueError(
+                f"invalid job id {value!r}: no '.' (the id is one token of the events subject "
+                f"pollerd.events.<kind>.<job_id>); write {value.replace('.', '-')!r}"
+            )
         if not JOB_ID_PATTERN.fullmatch(value):
             raise ValueError(
-                f"invalid job id {value!r}: use 1-128 lowercase letters, digits, '_', '.' or '-', "
+                f"invalid job id {value!r}: use 1-128 lowercase letters, digits, '_' or '-', "
                 "starting with a letter or digit"
             )
-        if ".." in value or value.endswith("."):
-            # The id is a token of the events subject pollerd.events.<kind>.<job_id>.
-            raise ValueError(f"invalid job id {value!r}: no '..' and no trailing '.'")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _valid_kind(cls, value: str) -> str:
+        if not KIND_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"invalid kind {value!r}: kinds are lowercase letters, digits and '_', starting "
+                "with a letter (one token of the events subject pollerd.events.<kind>.<job_id>)"
+            )
         return value
 
     @field_validator("timezone")
