@@ -713,3 +713,33 @@ def test_the_config_hash_ignores_where_the_job_is_written_but_not_what_it_says(
     assert moved == first
     assert changed.config_hash != first.config_hash
     assert via_defaults.config_hash != first.config_hash
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expression"),
+    [
+        ("{cron: '0 9 * * 1-5', seconds: 30}", "30 0 9 * * 1-5"),
+        ("{cron: '*/5 * * * *', seconds: '0,30'}", "0,30 */5 * * * *"),
+    ],
+)
+def test_cron_seconds_are_a_separate_field(tmp_path: Path, schedule: str, expression: str) -> None:
+    config = load(tmp_path, f"version: 1\njobs:\n  - {{id: a, kind: k, schedule: {schedule}}}\n")
+
+    assert config.jobs[0].schedule == CronSchedule(expression)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("{every: 1m, seconds: 0}", "jobs[0].schedule: seconds goes with cron only"),
+        (
+            "{cron: '* * * * *', seconds: 75}",
+            "jobs[0].schedule.seconds: invalid seconds '75': one cron field of seconds 0-59, "
+            "such as '0', '*/15' or '0,30'",
+        ),
+    ],
+)
+def test_misused_cron_seconds_break_the_job(tmp_path: Path, schedule: str, message: str) -> None:
+    config = load(tmp_path, f"version: 1\njobs:\n  - {{id: a, kind: k, schedule: {schedule}}}\n")
+
+    assert config.broken[0].problems == (f"{config.path}:3: {message}",)

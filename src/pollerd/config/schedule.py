@@ -10,9 +10,11 @@ edge that callers inject.
     plays no part: an interval is elapsed time.
 
 ``cron``
-    Five fields ``minute hour day-of-month month day-of-week``, or six with the *seconds first*:
-    ``second minute hour day-of-month month day-of-week`` (the Quartz and APScheduler order;
-    croniter puts seconds last by default, so it is told ``second_at_beginning``). Day-of-week
+    Five fields ``minute hour day-of-month month day-of-week``; in pollers.yaml the seconds, when
+    wanted, are a separate ``seconds`` field, because a six-field string reads differently in
+    different tools (Quartz and APScheduler put the seconds first, croniter last:
+    ``0 9 * * 1-5 0``). Inside, a ``CronSchedule`` with seconds holds six fields *seconds first*
+    (croniter is told ``second_at_beginning``). Day-of-week
     follows cron: Sunday is 0 and 7, Monday is 1. When both day-of-month and day-of-week are
     restricted, a day matching either fires (cron's rule). The expression is evaluated in the
     job's time zone, with these rules at DST changes (checked against a minute-by-minute
@@ -122,6 +124,9 @@ class CronSchedule:
         return fields[_HOUR_FIELD[len(fields)]] == "*"
 
     def describe(self) -> str:
+        if self.with_seconds:
+            seconds, _, rest = self.expression.strip().partition(" ")
+            return f"cron {rest.strip()!r} seconds {seconds!r}"
         return f"cron {self.expression!r}"
 
 
@@ -168,6 +173,20 @@ def validate_cron(expression: str) -> str | None:
             )
         return f"cron {expression!r} is not valid: {exc}"
     return None
+
+
+def ambiguous_cron(expression: str) -> str | None:
+    """Why a six-field cron string is refused in pollers.yaml, with both ways to write it."""
+    fields = expression.split()
+    if len(fields) != CRON_FIELDS_WITH_SECONDS:
+        return None
+    first = f"cron: {' '.join(fields[1:])!r}, seconds: {fields[0]!r}"
+    last = f"cron: {' '.join(fields[:-1])!r}, seconds: {fields[-1]!r}"
+    return (
+        f"cron {expression!r} has 6 fields, which tools read differently (seconds first in "
+        "Quartz and APScheduler, last in croniter); write the 5 standard fields and the seconds "
+        f"apart: {{{first}}} for seconds first, or {{{last}}} for seconds last"
+    )
 
 
 def next_slot(

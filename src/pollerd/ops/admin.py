@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pollerd.config.pollers import JobConfig
+from pollerd.config.schedule import utc_now
 from pollerd.config.setup import Setup
 from pollerd.errors import PollerdError
+from pollerd.ops.schedules import format_schedule, job_schedules
 from pollerd.ops.views import (
     JobRow,
     job_rows,
@@ -59,8 +61,8 @@ async def set_cursor(store: Store, job: JobConfig, cursor: bytes | None) -> JobS
     return await store.update(job.id, JobUpdate(cursor=cursor, event_space=state.event_space + 1))
 
 
-def check_summary(setup: Setup) -> list[str]:
-    """What `pollerd check` prints: what was found, then every problem."""
+def check_summary(setup: Setup, now: datetime | None = None) -> list[str]:
+    """What `pollerd check` prints: what was found, each job's schedule, then every problem."""
     config = setup.config
     lines = [
         f"config: {config.path}",
@@ -70,6 +72,7 @@ def check_summary(setup: Setup) -> list[str]:
         + ")",
         f"jobs: {len(setup.jobs)} ok, {len(setup.broken)} broken",
     ]
+    lines += [format_schedule(row) for row in job_schedules(setup.jobs, now or utc_now())]
     lines += [f"broken: {broken.reason}" for broken in setup.broken]
     lines.append("ok" if not setup.broken else f"{len(setup.broken)} problem(s)")
     return lines
@@ -84,7 +87,7 @@ def open_setup_store(setup: Setup) -> Store:
     return open_store(setup.config, connect=lambda: connect_from_config(nats, name="pollerd-cli"))
 
 
-def check_report(setup: Setup) -> dict[str, Any]:
+def check_report(setup: Setup, now: datetime | None = None) -> dict[str, Any]:
     """What `pollerd check --json` prints."""
     return {
         "ok": not setup.broken,
@@ -94,6 +97,7 @@ def check_report(setup: Setup) -> dict[str, Any]:
             for m in setup.router.plugins()
         ],
         "jobs": [job.id for job in setup.jobs],
+        "schedules": job_schedules(setup.jobs, now or utc_now()),
         "broken": [{"id": b.id, "line": b.line, "reason": b.reason} for b in setup.broken],
     }
 
@@ -110,8 +114,6 @@ def find_job(setup: Setup, job_id: str) -> JobConfig:
 
 
 async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow]:
-    from pollerd.config.schedule import utc_now
-
     async with open_setup_store(setup) as store:
         return await job_rows(setup, store, now or utc_now())
 
