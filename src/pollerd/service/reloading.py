@@ -1,14 +1,19 @@
-"""Preparing a reload: the config on disk, read and validated in a child process, then compared.
+"""Preparing a reload: the config on disk, read and validated off the event loop, then compared.
 
-The files are read, parsed and validated by ``python -m pollerd.service.reloading``, a short-lived
-child of pollerd, never on the event loop: a large or hostile ``pollers.yaml`` then costs the
-child time and memory, not the running jobs' lateness or ``/healthz``. The child's address space
-grows by at most ``PREPARE_MEMORY_BYTES`` and its CPU time is capped by ``PREPARE_CPU_S``; pollerd
-kills it after ``PREPARE_TIMEOUT_S``. Any of these refuses the reload and the old config keeps
-running. The child sends the validated ``Setup`` back pickled on stdout (it is pollerd's own
-child, started from its own interpreter); comparing it with the running setup is pure and O(N).
-A process rather than a thread: a thread shares the GIL (a pure-Python validator holding it
-delays every tick) and the memory (no bound on what one file may cost).
+Reading a file never runs on the event loop, so a large or hostile ``pollers.yaml`` costs neither
+the running jobs' lateness nor ``/healthz``:
+
+- up to ``IN_THREAD_MAX_BYTES`` (a few thousand jobs) it is read in a worker thread: the YAML
+  reader's limits (alias expansion, depth, size) bound what such a file can cost, and a thread
+  starts at once (a process costs an interpreter start, seconds on a loaded machine);
+- a larger file is read by ``python -m pollerd.service.reloading``, a short-lived child: its
+  parse does not hold pollerd's GIL, its address space grows by at most ``PREPARE_MEMORY_BYTES``,
+  its CPU time is capped by ``PREPARE_CPU_S`` and pollerd kills it after ``PREPARE_TIMEOUT_S``.
+  It sends the validated ``Setup`` back pickled on stdout (pollerd's own child, started from its
+  own interpreter).
+
+Any failure refuses the reload and the old config keeps running. Comparing the new setup with
+the running one is pure and O(N).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pollerd.errors import PollerdError
 
 logger = logging.getLogger(__name__)
 
+IN_THREAD_MAX_BYTES = 256 * 1024  # larger files are read by a child process
 PREPARE_MEMORY_BYTES = 2 * 1024**3  # beyond what the child uses once its modules are imported
 PREPARE_CPU_S = 120
 PREPARE_TIMEOUT_S = 150.0
@@ -54,7 +60,7 @@ async def prepare_reload(current: Setup, environ: Mapping[str, str]) -> Prepared
     """Load and validate the config on disk; raises ``ReloadRefusedError`` with every reason."""
     config = current.config
     # The path as the operator gave it, so messages name the file as at boot.
-    new = await load_setup_in_child(Path(config.source or config.path), environ)
+    new = await load_setup_off_loop(Path(config.source or config.path), environ)
     for job in new.broken:
         logger.warning("job_id=%s broken: %s", job.id, job.reason)
     return compare(current, new)
@@ -72,12 +78,29 @@ def compare(current: Setup, new: Setup) -> PreparedReload:
     return PreparedReload(new, plan_reload(current, new), restart_needed(current, new))
 
 
-async def load_setup_in_child(
+async def load_setup_off_loop(
     path: Path, environ: Mapping[str, str], *, timeout_s: float = PREPARE_TIMEOUT_S
 ) -> Setup:
-    """``load_setup`` run by a child process; raises ``ReloadRefusedError`` with its reasons."""
-    request = json.dumps({"path": str(path), "environ": dict(environ)}).encode()
-    process = await asyncio.create_subprocess_exec(
+    """``load_setup`` in a worker thread for a small file, in a child process for a large one;
+    raises ``ReloadRefusedError`` with its reasons."""
+    if _file_bytes(path) > IN_THREAD_MAX_BYTES:
+        process = await _spawn()
+        return await _ask(process, path, environ, timeout_s)
+    try:
+        return await asyncio.to_thread(load_setup, path, environ)
+    except PollerdError as exc:
+        raise ReloadRefusedError(str(exc)) from exc
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # load_setup says what is wrong with the path
+
+
+async def _spawn() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         __name__,
@@ -85,6 +108,19 @@ async def load_setup_in_child(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def _discard(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    await process.wait()
+
+
+async def _ask(
+    process: asyncio.subprocess.Process, path: Path, environ: Mapping[str, str], timeout_s: float
+) -> Setup:
+    request = json.dumps({"path": str(path), "environ": dict(environ)}).encode()
     try:
         async with asyncio.timeout(timeout_s):
             out, err = await process.communicate(request)
@@ -93,10 +129,7 @@ async def load_setup_in_child(
             f"{path}: reading the config took longer than {timeout_s:g}s: refused"
         ) from None
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await _discard(process)
     # Unpickling 10,000 jobs takes a few hundred ms: in a thread, it calls back into Python
     # often enough for the event loop to keep its turn.
     return await asyncio.to_thread(_answer, path, process.returncode, out, err)
