@@ -11,6 +11,10 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pollerd.wire import TickRequest
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +171,11 @@ def child_pid(name: str) -> int | None:
 
 def request_frame(job_id: str, kind: str, now: datetime | None = None) -> bytes:
     """A request line of the kind pollerd writes for a job (same fields and sizes)."""
+    return tick_request(job_id, kind, now).encode()
+
+
+def tick_request(job_id: str, kind: str, now: datetime | None = None) -> TickRequest:
+    """The request pollerd sends for a job (same fields and sizes as ``request_frame``)."""
     from pollerd.wire import TickRequest  # after _bench_dir_last: see the module docstring
 
     now = now or datetime.now(UTC)
@@ -182,4 +191,4 @@ def request_frame(job_id: str, kind: str, now: datetime | None = None) -> bytes:
         scheduled_at=now,
         deadline=now + timedelta(seconds=30),
         interval_hint_secs=3600.0,
-    ).encode()
+    )

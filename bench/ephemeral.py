@@ -11,6 +11,11 @@ hits them alike; ratios are of medians.
    default watcher of Python 3.11 (a thread per child) is measured too, for information.
 2. Start-up, as one full stdio exchange, of the same plugin written with the SDK against the
    stdlib-only one.
+3. Pre-forked ticks (``prefork = true``): the transport's tick through the plugin's zygote against a
+   plain spawn of the same plugin (the subprocess transport) and against the floor, a bare
+   ``os.fork()`` of a warmed Python parent whose child answers the frame and exits
+   (``bench/plugins/fork_floor.py``, timed inside that parent). Once for a plugin importing only
+   ``json`` (``sdk_json.py``), once for one importing pydantic (``sdk_heavy.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import subprocess
@@ -32,22 +38,31 @@ from pathlib import Path
 from benchlib import (  # first: it keeps bench/nats.py from shadowing the nats package
     CURSOR,
     P50,
+    PLUGINS_DIR,
     header,
     percentile,
     python,
     request_frame,
     section,
+    tick_request,
     times_line,
     verdict,
     write_config,
     write_plugin,
 )
 
+from pollerd.config.manifest import load_manifest
 from pollerd.config.setup import load_setup
 from pollerd.engine.events import MemoryEventPublisher
 from pollerd.service.core import Service
 from pollerd.stores.base import JobUpdate
-from pollerd.transports.subprocess import pidfd_child_watcher, plugin_environ
+from pollerd.supervision.supervisor import Supervisor
+from pollerd.transports.prefork import PreforkTransport
+from pollerd.transports.subprocess import (
+    SubprocessTransport,
+    pidfd_child_watcher,
+    plugin_environ,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +83,22 @@ IMPORT_ORDER = {  # module → who needs it
     "asyncio": "only for an async def handler",
 }
 EXCHANGE_TIMEOUT_S = 30.0
+PREFORK_PLUGINS = {  # program → label
+    "sdk_json.py": "json-only plugin (sdk_json.py)",
+    "sdk_heavy.py": "heavy plugin, imports pydantic (sdk_heavy.py)",
+}
+HEAVY_ROUNDS_DIVISOR = 5  # a spawn of the heavy plugin costs ~10x more: fewer rounds
+FLOOR_PROGRAM = "fork_floor.py"
+PREFORK_FLOOR_GOAL = 2.0
+PREFORK_SPAWN_GOAL = 5.0
 
 
 @dataclass
 class Variant:
+    """``run`` returns None (its wall time is measured) or the seconds it measured itself."""
+
     label: str
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Awaitable[float | None]]
     pidfd: bool = True
     samples: list[float] = field(default_factory=list)
 
@@ -110,8 +135,8 @@ async def measure(variants: Sequence[Variant], rounds: int) -> None:
             watcher = pidfd_child_watcher(loop) if variant.pidfd else contextlib.nullcontext()
             with watcher:
                 started = time.perf_counter()
-                await variant.run()
-                elapsed = time.perf_counter() - started
+                measured = await variant.run()
+                elapsed = time.perf_counter() - started if measured is None else measured
             if index >= WARMUP:
                 variant.samples.append(elapsed)
 
@@ -184,6 +209,68 @@ async def bench_startup(root: Path, environ: Mapping[str, str], startups: int) -
     return variants
 
 
+async def bench_prefork(
+    root: Path, environ: Mapping[str, str], program: str, rounds: int
+) -> list[Variant]:
+    """Spawn, pre-forked tick and bare-fork floor of one plugin, interleaved."""
+    folder = root / "prefork" / Path(program).stem
+    write_plugin(
+        folder,
+        plugin_id=PLUGIN_ID,
+        program=program,
+        kinds=[KIND],
+        lifecycle="ephemeral",
+        max_concurrent_ticks=4,
+    )
+    manifest_path = folder / "plugin.toml"
+    manifest_path.write_text(manifest_path.read_text() + "prefork = true\n")
+    manifest = load_manifest(manifest_path)
+    extra_env = {"POLLERD_CONFIG_DIR": str(root)}
+    request = tick_request(JOB_ID, KIND)
+    spawned = SubprocessTransport.from_manifest(manifest, environ, extra_env=extra_env)
+    floor = await asyncio.create_subprocess_exec(
+        python(),
+        str(PLUGINS_DIR / FLOOR_PROGRAM),
+        program,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=folder,
+        env=plugin_environ(PLUGIN_ID, [], environ, extra_env),
+    )
+    assert floor.stdin is not None and floor.stdout is not None
+    floor_in, floor_out = floor.stdin, floor.stdout
+    async with Supervisor(
+        [manifest], nc=None, nats_url="", environ=environ, extra_env=extra_env
+    ) as supervisor:
+        forked = PreforkTransport.from_manifest(
+            manifest,
+            environ,
+            extra_env=extra_env,
+            connect=functools.partial(supervisor.zygote_channel, PLUGIN_ID),
+        )
+
+        async def spawn_tick() -> None:
+            await spawned.send(request, EXCHANGE_TIMEOUT_S)
+
+        async def prefork_tick() -> None:
+            await forked.send(request, EXCHANGE_TIMEOUT_S)
+
+        async def bare_fork() -> float:
+            floor_in.write(request.encode())
+            return float(await floor_out.readline())
+
+        variants = [
+            Variant("plain spawn (subprocess transport)", spawn_tick),
+            Variant("pre-forked tick (prefork transport)", prefork_tick),
+            Variant("bare os.fork() of a warmed parent (floor)", bare_fork),
+        ]
+        with pidfd_child_watcher(asyncio.get_running_loop()):
+            await measure(variants, rounds)
+    floor_in.close()
+    await floor.wait()
+    return variants
+
+
 def ratio(a: Variant, b: Variant) -> float:
     return percentile(a.samples, P50) / percentile(b.samples, P50)
 
@@ -241,10 +328,25 @@ def report_startup(variants: list[Variant], env: Mapping[str, str]) -> None:
         print(f"    {costs.get(module, float('nan')):6.1f} ms  {module:<12} {why}")
 
 
+def report_prefork(label: str, variants: list[Variant], spawn_goal: bool) -> None:
+    spawn, prefork, floor = variants
+    print(f"  {label}:")
+    for variant in variants:
+        print(times_line(variant.label, variant.samples))
+    floor_verdict = verdict(ratio(prefork, floor), PREFORK_FLOOR_GOAL, higher_is_better=False)
+    print(f"  ratio pre-forked / bare fork: {floor_verdict}")
+    speedup = ratio(spawn, prefork)
+    shown = verdict(speedup, PREFORK_SPAWN_GOAL, True) if spawn_goal else f"{speedup:.1f}"
+    print(f"  ratio spawn / pre-forked: {shown}")
+
+
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=DEFAULT_TICKS, help="ticks per variant")
     parser.add_argument("--startups", type=int, default=DEFAULT_STARTUPS, help="per variant")
+    parser.add_argument(
+        "--only-prefork", action="store_true", help="run section 3 (pre-forked ticks) alone"
+    )
     args = parser.parse_args(argv)
     header("pollerd benchmark: ephemeral plugins")
     environ = dict(os.environ)
@@ -252,11 +354,17 @@ async def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="pollerd-bench-") as tmp:
         root = Path(tmp)
         print(f"{args.ticks} ticks and {args.startups} start-ups per variant, interleaved")
-        ticks = await bench_ticks(root, environ, args.ticks)
-        report_ticks(ticks)
-        startup = await bench_startup(root, environ, args.startups)
-        env = plugin_environ("bench", [], environ)
-        report_startup(startup, env)
+        if not args.only_prefork:
+            ticks = await bench_ticks(root, environ, args.ticks)
+            report_ticks(ticks)
+            startup = await bench_startup(root, environ, args.startups)
+            env = plugin_environ("bench", [], environ)
+            report_startup(startup, env)
+        section("3. pre-forked ticks: through the zygote, against a spawn and a bare fork")
+        for program, label in PREFORK_PLUGINS.items():
+            heavy = program != "sdk_json.py"
+            rounds = max(args.ticks // HEAVY_ROUNDS_DIVISOR, 10) if heavy else args.ticks
+            report_prefork(label, await bench_prefork(root, environ, program, rounds), not heavy)
     print()
     print(f"done in {time.perf_counter() - started:.1f} s; ratios are of p50 (median) times")
 

@@ -96,6 +96,26 @@ def test_an_ephemeral_plugin_needs_an_entrypoint(tmp_path: Path) -> None:
     ]
 
 
+def test_an_ephemeral_plugin_can_be_pre_forked(tmp_path: Path) -> None:
+    text = MINIMAL.format(id="fast", kind="k").replace("long_lived", "ephemeral")
+    text += 'prefork = true\n[plugin.entrypoint]\ncommand = "python"\nargs = ["fast.py"]\n'
+    path = write_plugin(tmp_path, "x", text)
+
+    manifest = load_manifest(path)
+
+    assert (manifest.lifecycle, manifest.prefork) == ("ephemeral", True)
+    assert not load_manifest(write_plugin(tmp_path, "y", FEEDS)).prefork
+
+
+def test_only_an_ephemeral_plugin_can_be_pre_forked(tmp_path: Path) -> None:
+    path = write_plugin(tmp_path, "x", MINIMAL.format(id="slow", kind="k") + "prefork = true\n")
+
+    assert problems_of(path) == [
+        f"{path}:8: plugin.poller.prefork: only an ephemeral plugin can be pre-forked; "
+        'remove prefork or set lifecycle = "ephemeral"'
+    ]
+
+
 def test_bad_kind_names_are_reported_on_their_lines(tmp_path: Path) -> None:
     path = write_plugin(
         tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import random
@@ -15,6 +16,9 @@ from typing import Any
 import pytest
 
 from pollerd import wire
+from pollerd.config.manifest import load_manifest
+from pollerd.supervision.supervisor import Supervisor
+from pollerd.transports.prefork import PreforkTransport
 from pollerd.transports.subprocess import SubprocessTransport
 
 PLUGIN_FOLDER = Path(__file__).parents[2] / "plugins" / "files"
@@ -276,3 +280,42 @@ async def test_the_shipped_manifest_runs_the_plugin_with_a_path_relative_to_the_
     assert [event.id for event in reply.events] == [expected]
     assert reply.next_cursor is not None
     assert dir_watch.decode_seen(reply.next_cursor).keys() == {"drop.txt"}
+
+
+async def test_the_shipped_plugin_is_pre_forked_and_answers_as_a_spawned_one_does(
+    tmp_path: Path,
+) -> None:
+    manifest = load_manifest(PLUGIN_FOLDER / "plugin.toml")
+    environ = {"HOME": "/nowhere"}
+    extra_env = {"POLLERD_CONFIG_DIR": str(tmp_path)}
+    inbox = Watcher(tmp_path / "inbox")
+    expected = inbox.write("drop.txt", b"payload", T0_NS)
+    tick_request = wire.TickRequest(
+        kind="dir_watch",
+        job_id="inbox",
+        tick_id=TICK_ID,
+        attempt=1,
+        agent_id="",
+        cursor=None,
+        config={"path": "inbox"},
+        now=SCHEDULED,
+        scheduled_at=SCHEDULED,
+        deadline=SCHEDULED + timedelta(seconds=TIMEOUT_S),
+    )
+    spawned = await SubprocessTransport.from_manifest(manifest, environ, extra_env=extra_env).send(
+        tick_request, TIMEOUT_S
+    )
+    async with Supervisor(
+        [manifest], nc=None, nats_url="", environ=environ, extra_env=extra_env
+    ) as supervisor:
+        transport = PreforkTransport.from_manifest(
+            manifest,
+            environ,
+            extra_env=extra_env,
+            connect=functools.partial(supervisor.zygote_channel, manifest.id),
+        )
+        forked = await transport.send(tick_request, TIMEOUT_S)
+
+    assert manifest.prefork
+    assert [event.id for event in forked.events] == [expected]
+    assert forked == spawned

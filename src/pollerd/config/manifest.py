@@ -74,6 +74,7 @@ class Manifest:
     subject_prefix: str = ""  # empty: pollerd.plugins.<id>
     max_concurrent_ticks: int = DEFAULT_MAX_CONCURRENT_TICKS
     tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S
+    prefork: bool = False  # ephemeral ticks run in children forked by a zygote of the plugin
     kind_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     id_line: int = field(default=1, compare=False, repr=False)
     folder: Path = field(init=False)  # the plugin folder: the entrypoint's working directory
@@ -133,6 +134,7 @@ class _PollerModel(BaseModel):
         default=DEFAULT_MAX_CONCURRENT_TICKS, ge=1, le=MAX_CONCURRENT_TICKS
     )
     tick_timeout: Annotated[float, BeforeValidator(_seconds), Field(gt=0)] = DEFAULT_TICK_TIMEOUT_S
+    prefork: bool = False
 
     @field_validator("kinds")
     @classmethod
@@ -190,6 +192,12 @@ def load_manifest(path: Path) -> Manifest:
             f"{path}:{line}: plugin.entrypoint: required for an ephemeral plugin; "
             "add [plugin.entrypoint] with the command that runs one tick"
         )
+    if plugin.poller.prefork and plugin.poller.lifecycle != "ephemeral":
+        line = lines.line_of(("plugin", "poller", "prefork"))
+        raise ManifestError(
+            f"{path}:{line}: plugin.poller.prefork: only an ephemeral plugin can be pre-forked; "
+            'remove prefork or set lifecycle = "ephemeral"'
+        )
     return _manifest(path, plugin, lines)
 
 
@@ -222,6 +230,7 @@ def _manifest(path: Path, plugin: _PluginModel, lines: _TomlLines) -> Manifest:
         subject_prefix=poller.subject_prefix or "",
         max_concurrent_ticks=poller.max_concurrent_ticks,
         tick_timeout_s=poller.tick_timeout,
+        prefork=poller.prefork,
         kind_lines={kind: lines.value_line(KINDS_KEY, kind) for kind in poller.kinds},
         id_line=lines.line_of(("plugin", "id")),
     )

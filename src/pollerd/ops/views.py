@@ -205,7 +205,7 @@ def plugin_rows(setup: Setup, supervisor: Supervisor | None = None) -> list[dict
             state = (
                 "external"
                 if external
-                else ("on_demand" if m.lifecycle == "ephemeral" else "stopped")
+                else ("on_demand" if m.lifecycle == "ephemeral" and not m.prefork else "stopped")
             )
             restarts, last_exit, reason = 0, None, None
         rows.append(
@@ -214,6 +214,7 @@ def plugin_rows(setup: Setup, supervisor: Supervisor | None = None) -> list[dict
                 "version": m.version,
                 "kinds": list(m.kinds),
                 "lifecycle": m.lifecycle,
+                "prefork": m.prefork,
                 "state": state,
                 "restarts": restarts,
                 "last_exit": last_exit,

@@ -50,6 +50,7 @@ MODE_EPHEMERAL = "ephemeral"
 # supervisor marks it failed at once instead of restarting it.
 EXIT_CONFIG = 78
 MODE_LONG_LIVED = "long_lived"
+MODE_PREFORK = "prefork"
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the code flag of an ``async def`` function
 
 
@@ -221,7 +222,8 @@ class Plugin:
     def run(
         self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> None:
-        """Serve in the mode pollerd set: ``ephemeral`` (one tick over stdio) or ``long_lived``.
+        """Serve in the mode pollerd set: ``ephemeral`` (one tick over stdio), ``long_lived``, or
+        ``prefork`` (a zygote that forks one child per tick; the child serves it as ``ephemeral``).
 
         Without ``POLLERD_MODE`` the mode is ``long_lived`` when ``POLLERD_NATS_URL`` is set, else
         ``ephemeral``. ``argv`` is reserved: the SDK reads no command-line options today.
@@ -249,11 +251,24 @@ class Plugin:
         elif mode == MODE_LONG_LIVED:
             _check_announced_id(self._id, env.get(ENV_PLUGIN_ID))
             _run_service(self, env)
+        elif mode == MODE_PREFORK:
+            self._serve_prefork(env)
         else:
             raise SystemExit(
-                f"plugin {self.plugin_id!r}: unknown POLLERD_MODE {mode!r}; expected 'ephemeral' "
-                "or 'long_lived'"
+                f"plugin {self.plugin_id!r}: unknown POLLERD_MODE {mode!r}; expected 'ephemeral', "
+                "'long_lived' or 'prefork'"
             )
+
+    def _serve_prefork(self, env: Mapping[str, str]) -> None:
+        """Be the zygote; in each forked child, serve its one tick as a one-shot process does."""
+        from pollerd.sdk._stdio import serve_once
+        from pollerd.sdk._zygote import run_child, serve_zygote
+
+        if any(_is_coroutine_function(handler) for handler in self._handlers.values()):
+            import asyncio  # noqa: F401 - imported once here rather than in every child
+
+        if serve_zygote(self.kinds, env):
+            run_child(lambda: serve_once(self, sys.stdin.buffer, sys.stdout))
 
     def _prepare(self, frame: bytes | str) -> _Call | bytes:
         """The call to make, or the error reply frame for a request that cannot be served."""

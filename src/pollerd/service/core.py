@@ -31,7 +31,7 @@ from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, fault_exit_after_pu
 from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
-from pollerd.service.routes import RouteTable, nats_env
+from pollerd.service.routes import RouteTable, nats_env, supervised
 from pollerd.stores import open_store
 from pollerd.stores.base import JobState, Store
 from pollerd.stores.statelock import StateLock
@@ -182,11 +182,12 @@ class Service:
 
     async def _start_plugins(self) -> None:
         manifests = self.setup.router.plugins()
-        if self.nc is not None and self.nats_url is not None:
+        watched = [m for m in manifests if supervised(m, self.nc)]
+        if self.nc is not None or watched:
             self.supervisor = Supervisor(
-                [m for m in manifests if m.lifecycle == "long_lived"],
+                watched,
                 nc=self.nc,
-                nats_url=self.nats_url,
+                nats_url=self.nats_url or "",
                 environ=self.environ,
                 nats_env=nats_env(self.config.nats),
                 extra_env=self._extra_env(),
@@ -378,7 +379,7 @@ class Service:
             self.metrics.forget_plugin(plugin_id)
         self.setup = new
         for manifest in (*plan.plugins_added, *plan.plugins_changed):
-            if manifest.lifecycle == "long_lived" and self.supervisor is not None:
+            if supervised(manifest, self.nc) and self.supervisor is not None:
                 await self.supervisor.add(manifest)
             self._routes.add(manifest)
         for job in (*plan.jobs_added, *plan.jobs_changed):

@@ -4,6 +4,7 @@ plugin, built from its manifest."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Iterator, Mapping
 
@@ -18,6 +19,7 @@ from pollerd.supervision.supervisor import Supervisor
 from pollerd.transports.base import Transport
 from pollerd.transports.guarded import GuardedTransport
 from pollerd.transports.nats import NatsTransport
+from pollerd.transports.prefork import PreforkTransport
 from pollerd.transports.subprocess import SubprocessTransport
 
 # A supervised plugin in one of these states has no process: its in-flight ticks fail at once.
@@ -34,6 +36,11 @@ def nats_env(config: NatsConfig) -> dict[str, str]:
     if config.creds:
         env["POLLERD_NATS_CREDS"] = str(config.creds)
     return env
+
+
+def supervised(manifest: Manifest, nc: Client | None) -> bool:
+    """Long-lived plugins (when there is NATS) and the zygotes of pre-forked ones are supervised."""
+    return manifest.prefork or (manifest.lifecycle == "long_lived" and nc is not None)
 
 
 class RouteTable:
@@ -89,7 +96,16 @@ class RouteTable:
 
     def _build(self, manifest: Manifest) -> Route:
         transport: Transport
-        if manifest.lifecycle == "ephemeral":
+        if manifest.prefork and self._supervisor is not None:
+            transport = PreforkTransport.from_manifest(
+                manifest,
+                self._environ,
+                python=sys.executable,
+                max_cursor_bytes=self._config.max_cursor_bytes,
+                extra_env=self._extra_env,
+                connect=functools.partial(self._supervisor.zygote_channel, manifest.id),
+            )
+        elif manifest.lifecycle == "ephemeral":
             transport = SubprocessTransport.from_manifest(
                 manifest,
                 self._environ,

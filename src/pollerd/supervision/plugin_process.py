@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -191,9 +191,16 @@ class PluginProcess:
 
     @classmethod
     async def spawn(
-        cls, plugin_id: str, argv: list[str], *, cwd: Path, env: Mapping[str, str]
+        cls,
+        plugin_id: str,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        pass_fds: Sequence[int] = (),
     ) -> Self:
-        """Start ``argv`` in a session of its own; ``OSError`` when it cannot be started."""
+        """Start ``argv`` in a session of its own, with the descriptors ``pass_fds`` open in it;
+        ``OSError`` when it cannot be started."""
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitProtocol(STREAM_LIMIT, loop),
@@ -204,6 +211,7 @@ class PluginProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
         process = asyncio.subprocess.Process(transport, protocol, loop)
         return cls(plugin_id, process, protocol.exit_code)

@@ -107,7 +107,7 @@ class _Ended:
 
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
-    nc: Client
+    nc: Client | None  # None: no NATS, so no long-lived plugin (zygotes need none)
     nats_url: str
     environ: Mapping[str, str]
     nats_env: Mapping[str, str]
@@ -300,6 +300,7 @@ class PluginRunner:
     async def _probe_info(self) -> object:
         """Ask ``$SRV.INFO.<name>`` until a service answers; its decoded answer."""
         subject = f"{SRV_INFO}.{self._service}"
+        assert self._s.nc is not None, "the supervisor starts no long-lived plugin without NATS"
         while True:
             try:
                 msg = await self._s.nc.request(subject, b"", timeout=READY_REQUEST_TIMEOUT_S)
@@ -360,6 +361,7 @@ class PluginRunner:
         subject = f"{SRV_PING}.{self._service}"
         if self._instance is not None:
             subject = f"{subject}.{self._instance}"
+        assert self._s.nc is not None, "the supervisor starts no long-lived plugin without NATS"
         try:
             await self._s.nc.request(subject, b"", timeout=self._s.ping_interval_s)
         except (NatsClientError, OSError, TimeoutError):

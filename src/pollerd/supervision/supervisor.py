@@ -16,12 +16,14 @@ from typing import Self
 from nats.aio.client import Client
 
 from pollerd.config.manifest import Manifest
-from pollerd.errors import SupervisorError
+from pollerd.errors import PluginUnavailableError, SupervisorError
 from pollerd.supervision.plugin_process import (
     MODE_LONG_LIVED,
 )
 from pollerd.supervision.plugin_runner import PluginRunner, RunnerSettings, notify
 from pollerd.supervision.status import UNAVAILABLE_STATES, PluginState, PluginStatus, utc_now
+from pollerd.supervision.zygote import ZygoteRunner
+from pollerd.transports.zygote import ZygoteChannel
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ class Supervisor:
     Entering starts them and waits (at most ``start_timeout_s``) until each is running or failed,
     so that scheduling starts with plugins ready. Leaving stops every plugin and reaps it; their
     statuses stay, as ``stopped``.
-    Ephemeral manifests are ignored; long-lived ones without an entrypoint are ``external``.
+    Ephemeral manifests are ignored, but for pre-forked ones, whose zygote runs like a long-lived
+    plugin (``pollerd.supervision.zygote``). Long-lived ones without an entrypoint are
+    ``external``; without ``nc`` (no NATS) a long-lived plugin cannot run and is ``failed``.
     ``on_change`` is called with the new status on every change of state or pid.
     """
 
@@ -43,7 +47,7 @@ class Supervisor:
         self,
         manifests: Sequence[Manifest],
         *,
-        nc: Client,
+        nc: Client | None,
         nats_url: str,
         environ: Mapping[str, str],
         nats_env: Mapping[str, str] | None = None,
@@ -150,8 +154,35 @@ class Supervisor:
         notify(self._settings.on_change, stopped)
         return stopped
 
+    async def zygote_channel(self, plugin_id: str, wait_s: float) -> ZygoteChannel:
+        """The channel to a pre-forked plugin's running zygote (see ``ZygoteRunner.channel``)."""
+        runner = self._runners.get(plugin_id)
+        if not isinstance(runner, ZygoteRunner):
+            raise PluginUnavailableError(
+                f"plugin {plugin_id!r} has no zygote under supervision", plugin=plugin_id
+            )
+        return await runner.channel(wait_s)
+
     def _start(self, manifest: Manifest) -> PluginRunner | None:
+        if manifest.prefork:
+            zygote = ZygoteRunner(manifest, self._settings)
+            self._runners[manifest.id] = zygote
+            zygote.start()
+            return zygote
         if manifest.lifecycle != MODE_LONG_LIVED:
+            return None
+        if self._settings.nc is None:
+            status = PluginStatus(
+                manifest.id,
+                PluginState.FAILED,
+                0,
+                None,
+                None,
+                "a long-lived plugin needs NATS, and this pollerd has no connection",
+                self._settings.clock(),
+            )
+            self._external[manifest.id] = status
+            notify(self._settings.on_change, status)
             return None
         if manifest.entrypoint is None:
             status = PluginStatus(

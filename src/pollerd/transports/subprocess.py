@@ -51,6 +51,22 @@ STDERR_DRAIN_S = 1.0  # after the process group is gone, how long stderr may tak
 IGNORED_PREVIEW_BYTES = 200
 
 
+class ChildProcess(Protocol):
+    """What a tick needs of its process: ``asyncio.subprocess.Process``, or a forked child."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+    async def wait(self) -> int: ...
+
+
 class EntrypointLike(Protocol):
     @property
     def command(self) -> str: ...
@@ -135,12 +151,13 @@ class SubprocessTransport(Transport):
         self, request: wire.TickRequest, timeout_s: float, mark: Mapping[str, str]
     ) -> wire.TickReply:
         job_id = request.job_id
-        proc = await self._spawn(job_id, mark)
+        frame = request.encode()
+        proc = await self._spawn(job_id, mark, timeout_s, frame)
         stderr = self._stderr_limiter(job_id)
         tail = stderr.tail
         stderr_task = asyncio.create_task(self._forward_stderr(proc, stderr))
         try:
-            line = await self._exchange(proc, request.encode(), job_id, timeout_s)
+            line = await self._exchange(proc, frame, job_id, timeout_s)
         finally:
             await self._reap(proc, stderr_task, job_id)
         if line is None:
@@ -173,7 +190,10 @@ class SubprocessTransport(Transport):
         self._program = found
         return found
 
-    async def _spawn(self, job_id: str, mark: Mapping[str, str]) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, job_id: str, mark: Mapping[str, str], timeout_s: float, frame: bytes
+    ) -> ChildProcess:
+        """A started process (``frame``: the request, for a subclass that can pass it early)."""
         program = self._resolve(job_id)
         try:
             return await asyncio.create_subprocess_exec(
@@ -200,7 +220,7 @@ class SubprocessTransport(Transport):
     # -- one exchange -----------------------------------------------------------------------
 
     async def _exchange(
-        self, proc: asyncio.subprocess.Process, frame: bytes, job_id: str, timeout_s: float
+        self, proc: ChildProcess, frame: bytes, job_id: str, timeout_s: float
     ) -> bytes | None:
         """The reply line, or None when the process exited without one."""
         assert proc.stdin is not None and proc.stdout is not None
@@ -289,9 +309,7 @@ class SubprocessTransport(Transport):
 
         return OutputLimiter(emit, TickBudget(), notice=notice)
 
-    async def _forward_stderr(
-        self, proc: asyncio.subprocess.Process, stderr: OutputLimiter
-    ) -> None:
+    async def _forward_stderr(self, proc: ChildProcess, stderr: OutputLimiter) -> None:
         """Log stderr lines as they come, within the tick's budget."""
         assert proc.stderr is not None
         try:
@@ -302,9 +320,7 @@ class SubprocessTransport(Transport):
 
     # -- cleaning up ------------------------------------------------------------------------
 
-    async def _reap(
-        self, proc: asyncio.subprocess.Process, stderr_task: asyncio.Task[None], job_id: str
-    ) -> None:
+    async def _reap(self, proc: ChildProcess, stderr_task: asyncio.Task[None], job_id: str) -> None:
         """Make sure the process group is gone and stderr is drained; safe under cancellation."""
         try:
             if proc.returncode is None:
@@ -317,7 +333,7 @@ class SubprocessTransport(Transport):
             if not stderr_task.done():
                 stderr_task.cancel()
 
-    async def _terminate(self, proc: asyncio.subprocess.Process, job_id: str) -> None:
+    async def _terminate(self, proc: ChildProcess, job_id: str) -> None:
         """SIGTERM the process group, then SIGKILL it after the grace period; wait for the exit."""
         logger.debug("plugin=%s job=%s: terminating pid %d", self.plugin_id, job_id, proc.pid)
         _signal_group(proc.pid, signal.SIGTERM)

@@ -1,0 +1,40 @@
+"""A pre-forked plugin under `pollerd run`: SIGKILL of pollerd takes the zygote and its children."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from conftest import FIXTURES_DIR, process_exists, wait_for_condition
+from fixtures.semantics.kit import pollerd_run, write_config
+
+PREFORK_PLUGINS = FIXTURES_DIR / "prefork"
+STARTED_WITHIN_S = 30.0
+GONE_WITHIN_S = 1.0
+
+
+def found(pattern: str, log: Path) -> list[int]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [int(pid) for pid in re.findall(pattern, text)]
+
+
+async def test_pollerd_killed_with_sigkill_leaves_no_zygote_and_no_child(tmp_path: Path) -> None:
+    stuck = {"id": "stuck", "kind": "hang", "schedule": {"every": "1h"}, "tick_timeout": "1m"}
+    config = write_config(tmp_path / "pollers.yaml", [stuck], plugins=[str(PREFORK_PLUGINS)])
+    log = tmp_path / "pollerd.log"
+
+    async with pollerd_run(config, output=log) as pollerd:
+        await wait_for_condition(
+            lambda: bool(found(r"hanging in pid (\d+)", log)), STARTED_WITHIN_S
+        )
+        [zygote] = found(r"plugin zygote zygote started \(pid (\d+)\)", log)
+        [child] = found(r"hanging in pid (\d+)", log)
+        alive_before = process_exists(zygote) and process_exists(child)
+        pollerd.send_signal(signal.SIGKILL)
+        await pollerd.wait()
+        await wait_for_condition(
+            lambda: not process_exists(zygote) and not process_exists(child), GONE_WITHIN_S
+        )
+
+    assert alive_before
