@@ -160,9 +160,8 @@ async def test_kinds_that_differ_from_the_manifest_fail_at_once(tmp_path: Path) 
         status = sup.status("zygote")
 
     assert status is not None and status.state is PluginState.FAILED and status.restarts == 0
-    assert status.reason is not None and "serves kinds [crash, echo, env, escape, hang, orphan]" in (
-        status.reason
-    )
+    assert status.reason is not None
+    assert "serves kinds [crash, echo, env, escape, hang, orphan]" in status.reason
 
 
 async def test_stopping_the_supervisor_leaves_no_zygote_and_no_child(
