@@ -182,8 +182,7 @@ class Service:
 
     async def _start_plugins(self) -> None:
         manifests = self.setup.router.plugins()
-        watched = [m for m in manifests if supervised(m, self.nc)]
-        if self.nc is not None or watched:
+        if (watched := [m for m in manifests if supervised(m, self.nc)]) or self.nc is not None:
             self.supervisor = Supervisor(
                 watched,
                 nc=self.nc,
