@@ -18,6 +18,7 @@ from pollerd.ops.views import (
     job_rows,
     outcome_json,
     plugin_rows,
+    with_skips,
 )
 from pollerd.stores.base import JobState, JobUpdate, Store
 from pollerd.wire import encode_cursor
@@ -115,7 +116,24 @@ def find_job(setup: Setup, job_id: str) -> JobConfig:
 
 async def collect_jobs(setup: Setup, now: datetime | None = None) -> list[JobRow]:
     async with open_setup_store(setup) as store:
-        return await job_rows(setup, store, now or utc_now())
+        rows = await job_rows(setup, store, now or utc_now())
+    return await _with_live_skips(setup, rows)
+
+
+async def _with_live_skips(setup: Setup, rows: list[JobRow]) -> list[JobRow]:
+    """Add the skipped slots a running service counted (it keeps them in memory only)."""
+    try:
+        live, answer = await _live_call(setup, "GET", "/v1/jobs")
+    except PollerdError:
+        return rows
+    if not live or not isinstance(answer, list):
+        return rows
+    skips = {
+        str(row["id"]): (int(row.get("skipped_slots") or 0), row.get("last_skip"))
+        for row in answer
+        if isinstance(row, dict) and row.get("skipped_slots")
+    }
+    return with_skips(rows, skips)
 
 
 async def _live_call(

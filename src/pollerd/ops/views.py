@@ -42,6 +42,9 @@ class JobRow:
     cursor: bytes | None
     reason: str | None  # why paused or broken
     breaker_open_until: datetime | None
+    # Slots skipped since the running service started (known only while one runs).
+    skipped_slots: int = 0
+    last_skip: str | None = None  # "overlap at 2026-12-02T01:20:03Z"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +65,19 @@ class JobRow:
             "cursor": None if self.cursor is None else encode_cursor(self.cursor),
             "reason": self.reason,
             "breaker_open_until": _time(self.breaker_open_until),
+            "skipped_slots": self.skipped_slots,
+            "last_skip": self.last_skip,
         }
+
+
+def with_skips(rows: list[JobRow], skips: Mapping[str, tuple[int, str | None]]) -> list[JobRow]:
+    """The rows with each job's skipped slots since start: job id → (count, last skip)."""
+    return [
+        replace(row, skipped_slots=skips[row.id][0], last_skip=skips[row.id][1])
+        if row.id in skips
+        else row
+        for row in rows
+    ]
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -273,6 +288,9 @@ def format_jobs(rows: list[JobRow]) -> str:
     for row in rows:
         if row.reason or row.last_error:
             lines.append(f"  {row.id}: {row.reason or row.last_error}")
+        if row.skipped_slots:
+            skipped = f"{row.skipped_slots} slot(s) skipped since start, last: {row.last_skip}"
+            lines.append(f"  {row.id}: {skipped}")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pollerd.errors import PollerdError
 from pollerd.ops import admin, views
+from pollerd.wire import format_time
 
 if TYPE_CHECKING:
     from pollerd.service.core import Service
@@ -28,7 +29,11 @@ class ServiceBackend:
         rows = await views.job_rows(
             service.setup, service.store, service.clock(), service.next_runs()
         )
-        return [row.to_json() for row in rows]
+        skips = {
+            job_id: (s.count, f"{s.last_reason} at {format_time(s.last_at)}")
+            for job_id, s in service.recorder.skips.summaries().items()
+        }
+        return [row.to_json() for row in views.with_skips(rows, skips)]
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         return next((row for row in await self.jobs() if row["id"] == job_id), None)

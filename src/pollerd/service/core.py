@@ -77,9 +77,9 @@ class Service:
             self.config, connect=lambda: connect_from_config(nats, name="pollerd-store")
         )
         self.metrics = Metrics()
-        self._recorder = TickRecorder(self.metrics, clock)
+        self.recorder = TickRecorder(self.metrics, clock, lambda p: self._routes.full(p))
         self.metrics.watch(
-            job_times=lambda: self._recorder.job_times(self.setup, self.next_run_at),
+            job_times=lambda: self.recorder.job_times(self.setup, self.next_run_at),
             readiness=self.readiness,
         )
         self.nc: Client | None = None
@@ -267,7 +267,7 @@ class Service:
         assert self._scheduler is not None and self._dispatcher is not None
         self._scheduler.remove(job_id)
         self._dispatcher.remove_job(job_id)
-        self.metrics.forget_job(job_id)
+        self.recorder.forget(job_id)
 
     def _catchup(self, job: JobConfig, state: JobState, now: datetime) -> list[datetime]:
         last = state.last_scheduled_at
@@ -296,7 +296,7 @@ class Service:
         if outcome.skipped:
             self._on_skip(job, outcome.slot, outcome.skipped)
             return
-        self._recorder.outcome(job, outcome)
+        self.recorder.outcome(job, outcome)
         if outcome.status == STATUS_STORE:  # readiness says so until a check succeeds
             self.store_error = outcome.error
         hint = outcome.reply.next_interval_secs if outcome.reply is not None else None
@@ -306,7 +306,7 @@ class Service:
 
     def _on_skip(self, job: JobConfig, slot: datetime, reason: str) -> None:
         manifest = self.setup.router.plugin_for(job.kind)
-        self._recorder.skip(job, manifest.id if manifest else None, slot, reason)
+        self.recorder.skip(job, manifest.id if manifest else None, slot, reason)
 
     def _on_plugin_change(self, status: PluginStatus) -> None:
         self.metrics.plugin_state(status.plugin_id, status.state.value, status.restarts)
@@ -411,7 +411,7 @@ class Service:
         return result
 
     async def refresh_job_gauges(self) -> None:
-        await self._recorder.refresh_job_gauges(self.store, self.setup)
+        await self.recorder.refresh_job_gauges(self.store, self.setup)
 
     async def check_store(self) -> None:
         try:

@@ -10,6 +10,7 @@ from pollerd.config.pollers import JobConfig
 from pollerd.config.schedule import AtSchedule, EverySchedule, next_slots
 from pollerd.config.setup import Setup
 from pollerd.engine.runner import TickOutcome
+from pollerd.engine.skips import WARN_INTERVAL_S, SkipWarning, SkipWatch
 from pollerd.errors import PollerdError
 from pollerd.ops.metrics import JobTimes, Metrics
 from pollerd.ops.ticklog import log_outcome, log_skip, tick_logger
@@ -35,11 +36,18 @@ class TickRecorder:
     each committed tick in between) for the series computed at scrape time.
     """
 
-    def __init__(self, metrics: Metrics, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        plugin_full: Callable[[str | None], bool] = lambda plugin_id: False,
+    ) -> None:
         self._metrics = metrics
         self._clock = clock
+        self._plugin_full = plugin_full  # all of a plugin's max_concurrent_ticks places taken
         self._states: dict[str, JobState] = {}
         self._intervals: dict[str, tuple[str, float | None]] = {}  # job id → (config hash, s)
+        self.skips = SkipWatch()
 
     def outcome(self, job: JobConfig, outcome: TickOutcome) -> None:
         level = logging.INFO if outcome.ok else logging.WARNING
@@ -61,8 +69,17 @@ class TickRecorder:
             self._metrics.events_duplicate(job.kind, outcome.duplicates)
 
     def skip(self, job: JobConfig, plugin_id: str | None, slot: datetime, reason: str) -> None:
+        """Log and count a skipped slot; a lost one (overlap) also warns, rate-limited per job."""
         log_skip(job.id, job.kind, plugin_id, slot, reason)
         self._metrics.slot_skipped(job.id, reason)
+        warning = self.skips.record(job.id, reason, self._clock())
+        if warning is not None:
+            log_lost_slots(job, plugin_id, reason, warning, self._plugin_full(plugin_id))
+
+    def forget(self, job_id: str) -> None:
+        """A job is gone: drop its metric series and its skip counts."""
+        self._metrics.forget_job(job_id)
+        self.skips.forget(job_id)
 
     async def refresh_job_gauges(self, store: Store, setup: Setup) -> None:
         """Jobs by state for the metrics (paused or broken by the CLI or a plugin's reply)."""
@@ -108,3 +125,28 @@ class TickRecorder:
             known = (job.config_hash, nominal_interval_s(job, now - timedelta(microseconds=1)))
             self._intervals[job.id] = known
         return known[1]
+
+
+def log_lost_slots(
+    job: JobConfig, plugin_id: str | None, reason: str, warning: SkipWarning, plugin_full: bool
+) -> None:
+    """One WARNING for the slots a job lost since the previous one (at most one a minute)."""
+    why = f"its previous tick was still running (overlap: {job.overlap})"
+    if plugin_full:
+        why += (
+            f"; plugin {plugin_id} had all its max_concurrent_ticks places taken, so ticks queue "
+            "for one"
+        )
+    tick_logger.warning(
+        "job_id=%s plugin=%s lost %d slot(s) since %s: %s. The job cannot keep up with its "
+        "schedule: raise the plugin's max_concurrent_ticks, shorten its ticks or lengthen the "
+        "schedule (at most one such warning per job every %gs; every skip is counted in "
+        "pollerd_slots_skipped_total and `pollerd jobs`)",
+        job.id,
+        plugin_id,
+        warning.count,
+        warning.since.isoformat(),
+        why,
+        WARN_INTERVAL_S,
+        extra={"job_id": job.id, "plugin": plugin_id, "skipped": reason},
+    )

@@ -71,6 +71,11 @@ class RouteTable:
     def __iter__(self) -> Iterator[str]:
         return iter(self._routes)
 
+    def full(self, plugin_id: str | None) -> bool:
+        """Whether the plugin has all its ``max_concurrent_ticks`` places taken right now."""
+        route = self._routes.get(plugin_id) if plugin_id is not None else None
+        return route is not None and route.limit.locked()
+
     def add(self, manifest: Manifest) -> Route:
         route = self._routes[manifest.id] = self._build(manifest)
         return route
