@@ -148,5 +148,5 @@ def log_lost_slots(
         warning.since.isoformat(),
         why,
         WARN_INTERVAL_S,
-        extra={"job_id": job.id, "plugin": plugin_id, "skipped": reason},
+        extra={"job_id": job.id, "plugin": plugin_id, "lost_slots": warning.count},
     )
