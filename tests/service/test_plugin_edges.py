@@ -39,13 +39,18 @@ PLAIN_DEFAULTS = {"retry": {"attempts": 1}, "breaker": {"threshold": 1000}}
 
 
 def write_plugin(
-    root: Path, plugin_id: str, kinds: list[str], script: Path, *, tick_timeout: str = "5s"
+    root: Path,
+    plugin_id: str,
+    kinds: list[str],
+    script: Path,
+    *args: str,
+    tick_timeout: str = "5s",
 ) -> None:
     folder = root / "plugins" / plugin_id
     folder.mkdir(parents=True)
     (folder / "plugin.toml").write_text(
         f'[plugin]\nid = "{plugin_id}"\nversion = "1.0.0"\n\n'
-        f'[plugin.entrypoint]\ncommand = "python"\nargs = [{json.dumps(str(script))}]\n\n'
+        f'[plugin.entrypoint]\ncommand = "python"\nargs = {json.dumps([str(script), *args])}\n\n'
         f'[plugin.poller]\nkinds = {json.dumps(kinds)}\nlifecycle = "long_lived"\n'
         f'tick_timeout = "{tick_timeout}"\n'
     )
@@ -168,3 +173,21 @@ async def test_a_plugin_announcing_another_id_fails_at_once_naming_both_ids(
     assert "announces id 'wrong-id'" in failed.reason
     assert "started it as 'idmismatch'" in failed.reason
     assert outcome is not None and outcome.status == "unavailable"
+
+
+async def test_a_plain_nats_plugin_serving_our_subject_under_another_name_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    write_plugin(tmp_path, "misnamed", ["deaf"], EDGES_DIR / "deaf.py", "wrong-id")
+    config = write_config(tmp_path, [job("mis", "deaf", "1h")])
+
+    async with open_service(config, start_timeout_s=2.0) as service:
+        await wait_for_condition(
+            lambda: status_of(service, "misnamed").state is PluginState.FAILED, WAIT_S
+        )
+        failed = status_of(service, "misnamed")
+
+    assert failed.restarts == 0  # not a minute of flapping: a restart cannot fix it
+    assert failed.reason is not None
+    assert "a service named 'wrong-id' serves pollerd.plugins.misnamed.tick" in failed.reason
+    assert "announces another id than its manifest's 'misnamed'" in failed.reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -20,7 +21,7 @@ from pollerd import wire
 from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import SupervisorError, TickTimeoutError
 from pollerd.natsio.server import EmbeddedNatsServer
-from pollerd.supervision.plugin_runner import check_service_info
+from pollerd.supervision.plugin_runner import check_service_info, served_name
 from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.supervision.supervisor import Supervisor
 from pollerd.transports.nats import NatsTransport
@@ -353,3 +354,12 @@ async def test_a_command_that_does_not_exist_fails_without_restarts(
     assert status is not None and status.state is PluginState.FAILED
     assert status.reason is not None and "'no-such-plugin-binary'" in status.reason
     assert PluginState.BACKOFF not in recorder.states("ghost")
+
+
+def test_the_service_serving_a_subject_is_found_by_its_endpoints_in_an_info_answer() -> None:
+    info = {"name": "wrong-id", "endpoints": [{"name": "tick", "subject": "p.x.tick"}]}
+    frame = json.dumps(info).encode()
+    assert served_name(frame, "p.x.tick") == "wrong-id"
+    assert served_name(frame, "p.y.tick") is None
+    assert served_name(b"not json", "p.x.tick") is None
+    assert served_name(b'{"endpoints": "?"}', "p.x.tick") is None

@@ -46,7 +46,7 @@ from pollerd.supervision.plugin_process import (
     with_parent_death_signal,
 )
 from pollerd.supervision.status import PluginState, PluginStatus
-from pollerd.wire import service_name
+from pollerd.wire import service_name, tick_subject
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,20 @@ def check_service_info(info: object, manifest: Manifest) -> str | None:
             f"plugin {manifest.id!r} speaks protocol {protocol or 'unknown'}, pollerd speaks "
             f"{wire.PROTOCOL}: upgrade the plugin or pollerd"
         )
+    return None
+
+
+def served_name(info_frame: bytes, subject: str) -> str | None:
+    """The service name in a ``$SRV.INFO`` answer if one of its endpoints serves ``subject``."""
+    try:
+        info = json.loads(info_frame)
+    except ValueError:
+        return None
+    endpoints = info.get("endpoints") if isinstance(info, dict) else None
+    for endpoint in endpoints if isinstance(endpoints, list) else ():
+        if isinstance(endpoint, dict) and endpoint.get("subject") == subject:
+            name = info.get("name")
+            return name if isinstance(name, str) else None
     return None
 
 
@@ -288,6 +302,14 @@ class PluginRunner:
             return _Ended(f"exited while starting ({describe_exit(returncode)})")
         if probe.cancelled():
             subject = f"{SRV_INFO}.{self._service}"
+            impostor = await self._service_on_our_subject()
+            if impostor is not None:
+                return _Ended(
+                    f"did not answer {subject}, but a service named {impostor!r} serves "
+                    f"{tick_subject(self.manifest.subject_prefix)}: the plugin announces another "
+                    f"id than its manifest's {self.plugin_id!r} ({self.manifest.path})",
+                    restart=False,
+                )
             return _Ended(f"did not answer {subject} within {self._s.start_timeout_s:g}s")
         info = probe.result()
         problem = check_service_info(info, self.manifest)
@@ -296,6 +318,24 @@ class PluginRunner:
         instance = info.get("id") if isinstance(info, dict) else None
         self._instance = instance if isinstance(instance, str) and instance else None
         return None
+
+    async def _service_on_our_subject(self) -> str | None:
+        """The name of a micro service (under another name) serving this plugin's tick subject."""
+        wanted = tick_subject(self.manifest.subject_prefix)
+        inbox = self._s.nc.new_inbox()
+        try:
+            sub = await self._s.nc.subscribe(inbox)
+            try:
+                await self._s.nc.publish(SRV_INFO, b"", reply=inbox)
+                while True:
+                    msg = await sub.next_msg(timeout=READY_REQUEST_TIMEOUT_S)
+                    name = served_name(msg.data, wanted)
+                    if name is not None and name != self._service:
+                        return name
+            finally:
+                await sub.unsubscribe()
+        except (NatsClientError, OSError, TimeoutError):  # nobody else answered in time
+            return None
 
     async def _probe_info(self) -> object:
         """Ask ``$SRV.INFO.<name>`` until a service answers; its decoded answer."""
