@@ -444,3 +444,19 @@ def test_the_plugin_id_comes_from_the_environment_when_not_given() -> None:
         plugin.run(environ={"POLLERD_PLUGIN_ID": "from-env", "POLLERD_MODE": "sideways"})
 
     assert plugin.plugin_id == "from-env"
+
+
+@pytest.mark.parametrize("kind", ["sync_kind", "async_kind"])
+async def test_a_tick_with_no_time_left_is_answered_without_calling_the_handler(
+    plugin: Plugin, kind: str
+) -> None:
+    expired = frame_with(kind=kind, deadline=json.loads(request())["params"]["now"])
+    code, message = error_of(await plugin.handle(expired))
+    assert code == wire.CODE_TRANSIENT
+    assert message == "plugin 'demo': the tick came with no time left before its deadline"
+
+
+async def test_time_spent_waiting_for_a_slot_comes_off_the_budget(plugin: Plugin) -> None:
+    code, message = error_of(await plugin.handle(request(), waited_s=60.0))
+    assert code == wire.CODE_TRANSIENT
+    assert "no free slot before the tick's deadline (waited 60.000s" in message

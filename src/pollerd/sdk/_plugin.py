@@ -182,6 +182,9 @@ class Plugin:
             message = (
                 f"plugin {self.plugin_id!r}: no free slot before the tick's deadline "
                 f"(waited {waited_s:.3f}s; max_concurrency={self.max_concurrency})"
+                if waited_s > 0
+                else f"plugin {self.plugin_id!r}: the tick came with no time left before its "
+                "deadline"
             )
             return wire.encode_error(call.request_id, wire.CODE_TRANSIENT, message)
         if call.is_async:
