@@ -322,11 +322,13 @@ class PluginRunner:
     async def _service_on_our_subject(self) -> str | None:
         """The name of a micro service (under another name) serving this plugin's tick subject."""
         wanted = tick_subject(self.manifest.subject_prefix)
-        inbox = self._s.nc.new_inbox()
+        nc = self._s.nc
+        assert nc is not None, "the supervisor starts no long-lived plugin without NATS"
+        inbox = nc.new_inbox()
         try:
-            sub = await self._s.nc.subscribe(inbox)
+            sub = await nc.subscribe(inbox)
             try:
-                await self._s.nc.publish(SRV_INFO, b"", reply=inbox)
+                await nc.publish(SRV_INFO, b"", reply=inbox)
                 while True:
                     msg = await sub.next_msg(timeout=READY_REQUEST_TIMEOUT_S)
                     name = served_name(msg.data, wanted)
