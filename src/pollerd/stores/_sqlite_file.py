@@ -13,6 +13,10 @@ from pollerd.stores._sqlite_schema import INSERT, META_TABLE, SELECT, VERSION_KE
 logger = logging.getLogger(__name__)
 
 FileId = tuple[int, int]  # (device, inode)
+RECREATED = (
+    "state store %s was deleted while pollerd runs: recreated it with the %d job state(s) of "
+    "the deleted file, still open (the tick history starts over)"
+)
 
 
 def file_id(path: Path) -> FileId | None:
@@ -31,10 +35,15 @@ def read_all(conn: sqlite3.Connection) -> tuple[list[tuple[object, ...]], int]:
     return conn.execute(SELECT).fetchall(), meta(conn, VERSION_KEY) or 0
 
 
-def remove_orphan_wal(path: Path) -> None:
-    """A WAL left without its database must not be replayed into a new file at ``path``."""
-    for suffix in ("-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+def prepare_new_file(path: Path) -> None:
+    """Make room for a new file at ``path``: its folder exists, and a WAL left without its
+    database is removed (it must not be replayed into the new file)."""
+    try:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"state store {path}: cannot recreate it: {exc}") from exc
 
 
 def write_all(conn: sqlite3.Connection, rows: list[tuple[object, ...]], version: int) -> None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from pollerd.errors import StoreError
 from pollerd.stores import _sqlite_history
 from pollerd.stores._batch import WriteQueue
-from pollerd.stores._sqlite_file import file_id, read_all, remove_orphan_wal, write_all
+from pollerd.stores._sqlite_file import RECREATED, file_id, prepare_new_file, read_all, write_all
 from pollerd.stores._sqlite_schema import (
     ADDED_COLUMNS,
     BUSY_TIMEOUT_S,
@@ -347,11 +347,7 @@ class SqliteStore(Store):
             rows, version = read_all(old)
         self._conn = None
         old.close()  # checkpoints into the unlinked file and removes its WAL when it can
-        try:
-            remove_orphan_wal(self.path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"state store {self.path}: cannot recreate it: {exc}") from exc
+        prepare_new_file(self.path)
         conn = self._open_connection()
         try:
             with self._transaction(conn, "copy the jobs into the new file"):
@@ -361,12 +357,7 @@ class SqliteStore(Store):
             raise
         self._conn = conn
         self._forget_known()
-        logger.warning(
-            "state store %s was deleted while pollerd runs: recreated it with the %d job "
-            "state(s) of the deleted file, still open",
-            self.path,
-            len(rows),
-        )
+        logger.warning(RECREATED, self.path, len(rows))
         return conn
 
     def _connection(self) -> sqlite3.Connection:
