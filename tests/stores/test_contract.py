@@ -81,7 +81,10 @@ async def test_ensure_with_another_kind_starts_the_job_over(store: Store) -> Non
 
     reset = await store.ensure("inbox", "rss")
 
-    assert reset == JobState(job_id="inbox", kind="rss", revision=before.revision + 1)
+    # Its state starts over, but its events get a new id space: the old ids are not reused.
+    assert reset == JobState(
+        job_id="inbox", kind="rss", revision=before.revision + 1, event_space=1
+    )
     assert await store.get("inbox") == reset
 
 
@@ -279,7 +282,9 @@ async def test_ensure_and_delete_come_after_the_updates_called_before_them(store
     )
 
     assert updated.cursor == b"c"
-    assert reset == JobState(job_id="inbox", kind="rss", revision=updated.revision + 1)
+    assert reset == JobState(
+        job_id="inbox", kind="rss", revision=updated.revision + 1, event_space=1
+    )
     assert await store.get("inbox") == reset
     assert await store.get("feeds") is None
 

@@ -98,6 +98,20 @@ class JobUpdate:
 _UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate) if f.name not in ("tick", "keep_ticks"))
 
 
+def fresh_state(job_id: str, kind: str, paused: bool, stored: JobState | None) -> JobState:
+    """The state of a new job, or of a stored one whose kind changed: it starts over, but its
+    revision and its event-id space keep growing (its old message ids must not be reused)."""
+    if stored is None:
+        return JobState(job_id=job_id, kind=kind, paused=paused)
+    return JobState(
+        job_id=job_id,
+        kind=kind,
+        paused=paused,
+        revision=stored.revision + 1,
+        event_space=stored.event_space + 1,
+    )
+
+
 class Store(ABC):
     """Per-job state. Every method is one transaction; ``update`` is atomic for all its fields.
 

@@ -47,7 +47,15 @@ from pollerd.stores._kvrecord import (
     job_key,
 )
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
+from pollerd.stores.base import (
+    SCHEMA_VERSION,
+    UNSET,
+    JobState,
+    JobUpdate,
+    Store,
+    Unset,
+    fresh_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +212,7 @@ class KvStore(Store):
             epoch = _check_fence(job_id, current, fence)
             if current is not None and current.state.kind == kind:
                 return None
-            revision = 0 if current is None else current.state.revision + 1
-            state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
+            state = fresh_state(job_id, kind, paused, None if current is None else current.state)
             return Record(state, epoch)
 
         return (await self._change(job_id, compute)).state

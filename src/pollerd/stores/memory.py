@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, TickRecord, Unset
+from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, TickRecord, Unset, fresh_state
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ class MemoryStore(Store):
         stored = self._jobs.get(job_id)
         if stored is not None and stored.kind == kind:
             return stored
-        revision = 0 if stored is None else stored.revision + 1
-        state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
+        state = fresh_state(job_id, kind, paused, stored)
         self._history.pop(job_id, None)
         self._write(state)
         return state

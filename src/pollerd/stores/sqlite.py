@@ -39,7 +39,15 @@ from pollerd.stores._sqlite_schema import (
     values_from_row,
 )
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import SCHEMA_VERSION, UNSET, JobState, JobUpdate, Store, Unset
+from pollerd.stores.base import (
+    SCHEMA_VERSION,
+    UNSET,
+    JobState,
+    JobUpdate,
+    Store,
+    Unset,
+    fresh_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +212,7 @@ class SqliteStore(Store):
             stored = None if row is None else self._state(row)
             if stored is not None and stored.kind == kind:
                 return stored
-            revision = 0 if stored is None else stored.revision + 1
-            state = JobState(job_id=job_id, kind=kind, paused=paused, revision=revision)
+            state = fresh_state(job_id, kind, paused, stored)
             conn.execute(INSERT, row_from_state(state))
             self._history.forget(conn, job_id)
             bump_version(conn)
