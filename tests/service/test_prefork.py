@@ -1,4 +1,4 @@
-"""A pre-forked plugin under `pollerd run`: SIGKILL of pollerd takes the zygote and its children."""
+"""A pre-forked plugin in the service: cursors through the store, and SIGKILL of `pollerd run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import signal
 from pathlib import Path
 
 from conftest import FIXTURES_DIR, process_exists, wait_for_condition
-from fixtures.semantics.kit import pollerd_run, write_config
+from fixtures.semantics.kit import pollerd_run, service, write_config
+from pollerd.stores.base import JobUpdate
+from pollerd.supervision.status import PluginState
 
 PREFORK_PLUGINS = FIXTURES_DIR / "prefork"
 STARTED_WITHIN_S = 30.0
@@ -38,3 +40,22 @@ async def test_pollerd_killed_with_sigkill_leaves_no_zygote_and_no_child(tmp_pat
         )
 
     assert alive_before
+
+
+async def test_a_binary_cursor_goes_through_a_pre_forked_tick_and_the_store_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    echo = {"id": "echo", "kind": "echo", "schedule": {"every": "1h"}}
+    config = write_config(tmp_path / "pollers.yaml", [echo], plugins=[str(PREFORK_PLUGINS)])
+    cursor = bytes(range(256)) * 16 + b"\x00\xff"
+
+    async with service(config, schedule=False) as running:  # no NATS: the zygote needs none
+        await running.store.update("echo", JobUpdate(cursor=cursor))
+        outcome = await running.tick_now("echo")
+        state = await running.store.get("echo")
+        assert running.supervisor is not None
+        zygote = running.supervisor.status("zygote")
+
+    assert outcome is not None and outcome.ok and outcome.committed
+    assert state is not None and state.cursor == cursor
+    assert zygote is not None and zygote.state is PluginState.RUNNING

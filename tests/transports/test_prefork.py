@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -62,6 +63,34 @@ async def test_each_tick_runs_in_a_fresh_child_that_sees_no_earlier_tick(
     assert {reply.metrics["zygote"] for reply in replies} == {status.pid}  # imported once
     assert [reply.metrics["seen"] for reply in replies] == [1, 1, 1]  # module state not shared
     assert all(reply.events[0].data["pgid"] == reply.metrics["pid"] for reply in replies)
+
+
+async def test_concurrent_ticks_each_get_their_own_child_and_their_own_reply(
+    transport: PreforkTransport,
+) -> None:
+    requests = [
+        make_tick_request(kind="echo", job_id=f"job-{n}", cursor=b"%d" % n) for n in range(8)
+    ]
+
+    replies = await asyncio.gather(*(transport.send(request, 10.0) for request in requests))
+
+    assert [reply.next_cursor for reply in replies] == [b"%d" % n for n in range(8)]
+    assert len({reply.metrics["pid"] for reply in replies}) == 8
+
+
+async def test_a_cancelled_tick_kills_its_child(
+    transport: PreforkTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pollerd.plugin")
+    tick = asyncio.create_task(transport.send(make_tick_request(kind="hang"), 30.0))
+    await wait_for_condition(lambda: bool(logged_pids(caplog, r"hanging in pid (\d+)")), 10.0)
+
+    tick.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+
+    [child] = logged_pids(caplog, r"hanging in pid (\d+)")
+    await wait_for_condition(lambda: not process_exists(child), GONE_WITHIN_S)
 
 
 @pytest.mark.parametrize("repeat", [1, 64, 900], ids=["256B", "16KiB", "225KiB-over-a-pipe"])
