@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 COMMAND_TIMEOUT_S = 60.0
+REPO = Path(__file__).parents[2]
 EXIT_OK, EXIT_FAILED = 0, 1
 PLUGIN = """\
 [plugin]
@@ -91,3 +92,29 @@ def test_a_dotted_job_id_is_refused_by_check(tmp_path: Path) -> None:
 
     assert result.returncode == EXIT_FAILED
     assert "pollers.yaml:5: jobs[0].id: invalid job id 'node.dotted': no '.'" in result.stdout
+
+
+def test_check_refuses_a_job_config_the_shipped_plugin_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "pollers.yaml").write_text(
+        f"version: 1\nstate_dir: state\nhttp: off\nplugins: [{REPO / 'plugins'}]\njobs:\n"
+        "  - id: news\n    kind: rss\n    schedule: {every: 15m}\n"
+        "    config:\n      ulr: https://example.org/feed.xml\n"
+        "  - id: inbox\n    kind: dir_watch\n    schedule: {every: 10s}\n"
+        "    config: {path: ./inbox, max_events: many}\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pollerd", "check", "-c", "pollers.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+    assert result.returncode == EXIT_FAILED
+    assert "pollers.yaml:9: jobs[0].config.url: required" in result.stdout
+    assert "pollers.yaml:10: jobs[0].config.ulr: unknown key; did you mean 'url'?" in result.stdout
+    assert "pollers.yaml:14: jobs[1].config.max_events: 'many' is not of type 'integer'" in (
+        result.stdout
+    )

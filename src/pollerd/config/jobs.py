@@ -56,6 +56,10 @@ class JobConfig:
     line: int = field(default=0, compare=False)
     index: int = field(default=0, compare=False)
     field_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # The line of each key and item under ``config``, by its path there: ("feeds", 0, "url").
+    config_lines: Mapping[tuple[str | int, ...], int] = field(
+        default_factory=dict, compare=False, repr=False
+    )
     config_hash: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:

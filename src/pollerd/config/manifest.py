@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from pollerd.config.duration import parse_duration
+from pollerd.config.jobschema import schema_problem
 from pollerd.config.problems import Loc, describe_error, format_loc
 from pollerd.errors import ManifestError
 
@@ -75,6 +76,8 @@ class Manifest:
     max_concurrent_ticks: int = DEFAULT_MAX_CONCURRENT_TICKS
     tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S
     prefork: bool = False  # ephemeral ticks run in children forked by a zygote of the plugin
+    # A JSON Schema of the jobs' config (plugin.poller.config_schema); None: not declared.
+    config_schema: Mapping[str, Any] | None = field(default=None, hash=False)
     kind_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     id_line: int = field(default=1, compare=False, repr=False)
     folder: Path = field(init=False)  # the plugin folder: the entrypoint's working directory
@@ -135,6 +138,15 @@ class _PollerModel(BaseModel):
     )
     tick_timeout: Annotated[float, BeforeValidator(_seconds), Field(gt=0)] = DEFAULT_TICK_TIMEOUT_S
     prefork: bool = False
+    config_schema: dict[str, Any] | None = None
+
+    @field_validator("config_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = schema_problem(schema) if schema is not None else None
+        if problem:
+            raise ValueError(problem)
+        return schema
 
     @field_validator("kinds")
     @classmethod
@@ -231,6 +243,7 @@ def _manifest(path: Path, plugin: _PluginModel, lines: _TomlLines) -> Manifest:
         max_concurrent_ticks=poller.max_concurrent_ticks,
         tick_timeout_s=poller.tick_timeout,
         prefork=poller.prefork,
+        config_schema=poller.config_schema,
         kind_lines={kind: lines.value_line(KINDS_KEY, kind) for kind in poller.kinds},
         id_line=lines.line_of(("plugin", "id")),
     )

@@ -122,10 +122,15 @@ class _ConfigReader:
         # Lines and problems grouped by job once: looking them up per job scanned the whole
         # file for each job (quadratic: a minute for 10,000 jobs).
         self.job_key_lines: dict[int, dict[str, int]] = {}
+        self.job_config_lines: dict[int, dict[Loc, int]] = {}  # under each job's config
         self.job_problems: dict[int, list[tuple[Loc, int, str]]] = {}
         for key, key_line in document.lines.items():
-            if len(key) == 3 and key[0] == "jobs" and isinstance(key[1], int):
+            if len(key) < 3 or key[0] != "jobs" or not isinstance(key[1], int):
+                continue
+            if len(key) == 3:
                 self.job_key_lines.setdefault(key[1], {})[str(key[2])] = key_line
+            elif key[2] == "config":
+                self.job_config_lines.setdefault(key[1], {})[key[3:]] = key_line
         for problem in document.problems:
             where = problem[0]
             if len(where) > 2 and where[0] == "jobs" and isinstance(where[1], int):
@@ -231,7 +236,8 @@ class _ConfigReader:
             kind = raw.get("kind")
             ordered = [problem for _, problem in sorted(problems, key=lambda item: item[0])]
             return _broken(job_id, kind, line, ordered)
-        return _job_config(model, line, index, self.job_key_lines.get(index, {}))
+        lines = self.job_key_lines.get(index, {})
+        return _job_config(model, line, index, lines, self.job_config_lines.get(index, {}))
 
     def _job_line(self, index: int) -> Callable[[Loc], int]:
         """Find the line of a job field: the job's own key, else the defaults key it came from."""
@@ -312,7 +318,9 @@ def _broken(job_id: object, kind: object, line: int, problems: list[str]) -> Bro
     )
 
 
-def _job_config(model: JobModel, line: int, index: int, lines: dict[str, int]) -> JobConfig:
+def _job_config(
+    model: JobModel, line: int, index: int, lines: dict[str, int], config_lines: dict[Loc, int]
+) -> JobConfig:
     return JobConfig(
         id=model.id,
         kind=model.kind,
@@ -335,6 +343,7 @@ def _job_config(model: JobModel, line: int, index: int, lines: dict[str, int]) -
         line=line,
         index=index,
         field_lines=lines,
+        config_lines=config_lines,
     )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from pollerd.config.jobschema import ConfigSchema, config_line
 from pollerd.config.manifest import Manifest
 from pollerd.config.pollers import BrokenJob, JobConfig, ServiceConfig
+from pollerd.config.problems import format_loc
 from pollerd.errors import DuplicateKindError
 
 logger = logging.getLogger(__name__)
@@ -72,17 +74,38 @@ def resolve_jobs(
     """Split the configured jobs into those a plugin can run and the broken ones.
 
     Runnable jobs include disabled ones (the caller skips them). Broken jobs are ``config.broken``
-    plus every job whose kind no plugin owns, ordered by line.
+    plus every job whose kind no plugin owns or whose config its plugin's schema refuses,
+    ordered by line.
     """
     known = ", ".join(router.kinds()) or "(no plugins loaded)"
+    schemas: dict[str, ConfigSchema | None] = {}
     runnable: list[JobConfig] = []
     broken = list(config.broken)
     for job in config.jobs:
-        if router.plugin_for(job.kind) is not None:
-            runnable.append(job)
+        manifest = router.plugin_for(job.kind)
+        if manifest is None:
+            where = config.where(job.line_of("kind"), f"jobs[{job.index}].kind")
+            reason = f"{where}: unknown kind {job.kind!r}; known kinds: {known}"
+            broken.append(BrokenJob(job.id, job.kind, job.line, reason, (reason,)))
             continue
-        where = config.where(job.line_of("kind"), f"jobs[{job.index}].kind")
-        reason = f"{where}: unknown kind {job.kind!r}; known kinds: {known}"
-        broken.append(BrokenJob(job.id, job.kind, job.line, reason, (reason,)))
+        if manifest.id not in schemas:
+            declared = manifest.config_schema
+            schemas[manifest.id] = ConfigSchema(declared) if declared is not None else None
+        schema = schemas[manifest.id]
+        problems = _config_problems(config, job, schema) if schema is not None else ()
+        if problems:
+            broken.append(BrokenJob(job.id, job.kind, job.line, "; ".join(problems), problems))
+        else:
+            runnable.append(job)
     broken.sort(key=lambda item: item.line)
     return runnable, broken
+
+
+def _config_problems(
+    config: ServiceConfig, job: JobConfig, schema: ConfigSchema
+) -> tuple[str, ...]:
+    located = [
+        (config_line(job, inner), format_loc(("jobs", job.index, "config", *inner)), message)
+        for inner, message in schema.problems(job.config)
+    ]
+    return tuple(f"{config.where(line, loc)}: {message}" for line, loc, message in sorted(located))
