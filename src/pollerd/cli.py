@@ -92,10 +92,13 @@ def _jobs(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError) as exc:
         return _jobs_of_running_service(args, exc)
     rows = asyncio.run(admin.collect_jobs(setup))
+    leader = asyncio.run(admin.leader_line(setup))  # replicas: which one leads
     if args.json:
         _print_json([row.to_json() for row in rows])
     else:
         print(views.format_jobs(rows))
+    if leader is not None:
+        print(leader, file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 
 
@@ -141,7 +144,7 @@ def _history(args: argparse.Namespace) -> int:
 
 def _tick(args: argparse.Namespace) -> int:
     setup = _load(args)
-    from pollerd.service.core import tick_in_process
+    from pollerd.service.runtime import tick_in_process
 
     run_locally = functools.partial(tick_in_process, environ=os.environ)
     result = asyncio.run(admin.tick(setup, args.job, dry_run=args.dry_run, run_locally=run_locally))

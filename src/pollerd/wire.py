@@ -183,6 +183,7 @@ class TickRequest(FrozenRecord):
         "scheduled_at",
         "deadline",
         "interval_hint_secs",
+        "epoch",
     )
     kind: str
     job_id: str
@@ -195,6 +196,7 @@ class TickRequest(FrozenRecord):
     scheduled_at: datetime
     deadline: datetime
     interval_hint_secs: float | None
+    epoch: int | None  # the sending leader's fencing token (replicas); None on a single pollerd
 
     def __init__(
         self,
@@ -209,6 +211,7 @@ class TickRequest(FrozenRecord):
         scheduled_at: datetime,
         deadline: datetime,
         interval_hint_secs: float | None = None,
+        epoch: int | None = None,
     ) -> None:
         self._set_fields(
             kind=kind,
@@ -222,10 +225,11 @@ class TickRequest(FrozenRecord):
             scheduled_at=scheduled_at,
             deadline=deadline,
             interval_hint_secs=interval_hint_secs,
+            epoch=epoch,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        frame = {
             "jsonrpc": "2.0",
             "id": self.tick_id,
             "method": METHOD,
@@ -244,6 +248,9 @@ class TickRequest(FrozenRecord):
                 "interval_hint_secs": self.interval_hint_secs,
             },
         }
+        if self.epoch is not None:  # optional: absent on a single pollerd
+            frame["params"]["epoch"] = self.epoch  # type: ignore[index]
+        return frame
 
     def encode(self) -> bytes:
         """One JSON line, newline-terminated."""

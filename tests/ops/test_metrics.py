@@ -194,6 +194,8 @@ def test_render_is_parseable_prometheus_text_with_every_family() -> None:
         "pollerd_config_reloads",
         "pollerd_jobs",
         "pollerd_ready",
+        "pollerd_leader",
+        "pollerd_leadership_changes",
     }
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
 
@@ -265,3 +267,15 @@ def test_readiness_is_one_series_per_component() -> None:
 
     assert sample(metrics, "pollerd_ready", component="store") == 1
     assert sample(metrics, "pollerd_ready", component="nats") == 0
+
+
+def test_leadership_sets_the_leader_gauge_and_counts_changes_only_when_asked() -> None:
+    metrics = Metrics()
+    metrics.leadership(True, change=False)
+    alone = sample(metrics, "pollerd_leadership_changes_total")
+    metrics.leadership(False)
+    metrics.leadership(True)
+
+    assert alone == 0
+    assert sample(metrics, "pollerd_leader") == 1
+    assert sample(metrics, "pollerd_leadership_changes_total") == 2

@@ -14,6 +14,7 @@ from typing import Self
 from pollerd.config.pollers import JobConfig
 from pollerd.engine import policy
 from pollerd.engine.runner import Route, TickOutcome, TickRunner
+from pollerd.errors import StoreFencedError
 from pollerd.wire import make_tick_id
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Dispatcher:
         self._jobs: dict[str, _Job] = {}
         self._tasks: set[asyncio.Task[TickOutcome]] = set()
         self._accepting = True
+        self._held = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -83,6 +85,17 @@ class Dispatcher:
         if entry is not None and entry.task is not None:
             entry.task.cancel()
 
+    def hold(self) -> None:
+        """Start no tick until ``resume`` (a replica that lost the lead): backlogs and buffered
+        slots are dropped; running ticks go on (a fenced store refuses their commits)."""
+        self._held = True
+        for entry in self._jobs.values():
+            entry.backlog.clear()
+            entry.buffered = None
+
+    def resume(self) -> None:
+        self._held = False
+
     def job(self, job_id: str) -> JobConfig | None:
         entry = self._jobs.get(job_id)
         return entry.config if entry else None
@@ -97,7 +110,7 @@ class Dispatcher:
     def submit(self, job_id: str, slot: datetime) -> asyncio.Task[TickOutcome] | None:
         """Start, buffer, replace or skip the slot; returns the task that will run it, if any."""
         entry = self._jobs.get(job_id)
-        if entry is None:
+        if entry is None or self._held:
             return None
         if not self._accepting:
             self._on_skip(entry.config, slot, SKIP_SHUTDOWN)
@@ -127,7 +140,7 @@ class Dispatcher:
         cancels the running one and drops the rest of the backlog.
         """
         entry = self._jobs.get(job_id)
-        if entry is None or not slots:
+        if entry is None or not slots or self._held:
             return
         entry.backlog.extend(sorted(slots))
         if entry.task is None and self._accepting:
@@ -206,6 +219,11 @@ class Dispatcher:
                 "job_id=%s plugin=%s tick cancelled, nothing committed", job.id, route.plugin_id
             )
             raise
+        except StoreFencedError as exc:
+            logger.warning(
+                "job_id=%s plugin=%s tick not committed: %s", job.id, route.plugin_id, exc
+            )
+            raise
         except Exception:
             # The runner translates every expected failure; anything else is a bug, and a bug in one
             # tick must not stop the service. The cursor is not committed.
@@ -223,6 +241,8 @@ class Dispatcher:
         if not task.cancelled():
             task.exception()  # mark retrieved; logged in _run
         if entry.task is not None or self._jobs.get(entry.config.id) is not entry:
+            return
+        if self._held:
             return
         if entry.backlog and self._accepting:
             self._start(entry, entry.backlog.pop(0), after=None)

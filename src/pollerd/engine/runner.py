@@ -85,6 +85,8 @@ class TickRunner:
     # down, or across a reconnect, is not the plugin's: it does not count toward the breaker.
     nats_link: Callable[[], tuple[bool, int]] | None = None
     replica: str = ""  # written into each tick record: which pollerd ran the tick
+    # The leader's epoch for the tick request (replicas: service/leadership.py); None: no epoch.
+    epoch: Callable[[], int] | None = None
 
     async def run(
         self, job: JobConfig, route: Route, slot: datetime, *, dry_run: bool = False
@@ -214,6 +216,7 @@ class TickRunner:
                 scheduled_at=slot,
                 deadline=deadline,
                 interval_hint_secs=_interval_hint(job),
+                epoch=(self.epoch() or None) if self.epoch is not None else None,
             )
 
         # The first attempt runs outside tenacity: it usually succeeds, and building and driving

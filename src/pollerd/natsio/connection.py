@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 RECONNECT_TIME_WAIT_S = 0.5
-PING_INTERVAL_S = 10
-MAX_OUTSTANDING_PINGS = 3
+# A hung server (SIGSTOP, a frozen VM) answers no PING: with these the client gives it up after
+# 6-9 s and moves to another server of the list (nats-py's default is 120 s x 2).
+PING_INTERVAL_S = 3
+MAX_OUTSTANDING_PINGS = 2
 DRAIN_TIMEOUT_S = 5
 SECRET_MASK = "***"
 

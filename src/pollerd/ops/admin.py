@@ -103,6 +103,24 @@ def check_report(setup: Setup, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+async def leader_line(setup: Setup) -> str | None:
+    """Which replica leads (store nats-kv), read from the lease; None for a single pollerd."""
+    from pollerd.natsio.connection import connect_from_config
+    from pollerd.natsio.lease import read_leader
+
+    config = setup.config
+    if not config.store.replicated:
+        return None
+    nc = await connect_from_config(config.nats, name="pollerd-cli")
+    try:
+        leader = await read_leader(nc, config.store.bucket)
+    finally:
+        await nc.close()
+    if leader is None:
+        return "leader: none (no replica holds the lease)"
+    return f"leader: {leader.name} (epoch {leader.epoch}, since {leader.since.isoformat()})"
+
+
 def find_job(setup: Setup, job_id: str) -> JobConfig:
     for job in setup.jobs:
         if job.id == job_id:

@@ -299,11 +299,14 @@ class AdminServer:
                 {"status": "not ready", "error": f"readiness check failed: {exc}"}, status=503
             )
         reasons = {name: reason for name, reason in components.items() if reason is not None}
+        leadership = getattr(self._backend, "leadership", None)  # replicas: who leads
+        extra = {"leadership": leadership()} if callable(leadership) and leadership() else {}
         if reasons:
             return web.json_response(
-                {"status": "not ready", "components": components, "reasons": reasons}, status=503
+                {"status": "not ready", "components": components, "reasons": reasons, **extra},
+                status=503,
             )
-        return web.json_response({"status": "ready", "components": components})
+        return web.json_response({"status": "ready", "components": components, **extra})
 
     async def _metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(

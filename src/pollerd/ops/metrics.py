@@ -222,6 +222,16 @@ class Metrics:
             registry=reg,
         )
         self._jobs = Gauge("pollerd_jobs", "Configured jobs, by state.", ["state"], registry=reg)
+        self._leader = Gauge(
+            "pollerd_leader",
+            "1 while this replica leads (schedules and commits ticks), 0 on a standby.",
+            registry=reg,
+        )
+        self._leadership_changes = Counter(
+            "pollerd_leadership_changes_total",
+            "Times this replica took or lost the lead.",
+            registry=reg,
+        )
         for result in RELOAD_RESULTS:
             self._reloads.labels(result)
         self._scrape_time = _ScrapeTimeCollector()
@@ -299,6 +309,12 @@ class Metrics:
     def events_duplicate(self, kind: str, count: int) -> None:
         if count > 0:
             self._kind_child(self._duplicates, kind).inc(count)
+
+    def leadership(self, leading: bool, *, change: bool = True) -> None:
+        """This replica leads or not; ``change=False`` for the single-process service."""
+        self._leader.set(1 if leading else 0)
+        if change:
+            self._leadership_changes.inc()
 
     def config_reloaded(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "invalid").inc()

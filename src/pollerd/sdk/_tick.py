@@ -70,6 +70,7 @@ class Tick(FrozenRecord):
         "scheduled_at",
         "deadline",
         "interval_hint_secs",
+        "epoch",
     )
     kind: str
     job_id: str
@@ -82,6 +83,10 @@ class Tick(FrozenRecord):
     scheduled_at: datetime
     deadline: datetime
     interval_hint_secs: float | None
+    # The fencing token of the pollerd leader that sent the tick (several replicas), None from a
+    # single pollerd. Epochs only grow: a plugin with side effects outside pollerd may refuse a
+    # tick whose epoch is older than one it has already seen.
+    epoch: int | None
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class Tick(FrozenRecord):
         scheduled_at: datetime,
         deadline: datetime,
         interval_hint_secs: float | None = None,
+        epoch: int | None = None,
     ) -> None:
         self._set_fields(
             kind=kind,
@@ -109,6 +115,7 @@ class Tick(FrozenRecord):
             scheduled_at=scheduled_at,
             deadline=deadline,
             interval_hint_secs=interval_hint_secs,
+            epoch=epoch,
         )
 
 
@@ -172,6 +179,7 @@ def parse_request(message: Any) -> Tick:
         scheduled_at=_time(params, "scheduled_at"),
         deadline=_time(params, "deadline"),
         interval_hint_secs=_interval_hint(params),
+        epoch=_epoch(params),
     )
 
 
@@ -231,6 +239,15 @@ def _interval_hint(params: dict[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid("interval_hint_secs", "a number or null", value)
     return float(value)
+
+
+def _epoch(params: dict[str, Any]) -> int | None:
+    value = params.get("epoch")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _invalid("epoch", "a positive integer or null", value)
+    return value
 
 
 def check_result(result: object) -> wire.TickReply:

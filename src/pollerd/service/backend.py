@@ -35,6 +35,11 @@ class ServiceBackend:
         }
         return [row.to_json() for row in views.with_skips(rows, skips)]
 
+    def leadership(self) -> dict[str, Any] | None:
+        """Which replica leads (store nats-kv); None for a single pollerd."""
+        leadership = self._service.leadership
+        return None if leadership is None else leadership.describe()
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         return next((row for row in await self.jobs() if row["id"] == job_id), None)
 

@@ -28,6 +28,7 @@ from pollerd.natsio.jetstream import JetStreamPublisher
 from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
 from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, fault_exit_after_publish
+from pollerd.service.leadership import Leadership, make_leadership
 from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
@@ -98,6 +99,7 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._runner: TickRunner | None = None
         self._reload_lock = asyncio.Lock()
+        self.leadership: Leadership | None = None
         self.reload_requested = asyncio.Event()
         self.store_error: str | None = None
         self.link = NatsLink(self.stop)  # fatal_error: why the service stopped by itself
@@ -124,7 +126,8 @@ class Service:
         await self._stack.aclose()
 
     async def _start(self) -> None:
-        self._stack.enter_context(StateLock(self.config.state_dir))
+        if not self.config.store.replicated:  # replicas are kept apart by the leader lease
+            self._stack.enter_context(StateLock(self.config.state_dir))
         await self._stack.enter_async_context(self.store)
         publisher = self._publisher or await self._start_nats()
         if self._http:
@@ -132,13 +135,15 @@ class Service:
             # (the supervisor waits up to its start timeout for each to be running).
             await self._start_http()
         await self._start_plugins()
+        self.leadership = make_leadership(self)
         self._runner = TickRunner(
-            store=self.store,
+            store=self.leadership.tick_store() if self.leadership else self.store,
             publisher=publisher,
             clock=self.clock,
             after_publish=fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
             nats_link=self.link.state if self.nc is not None else None,
             replica=self.replica,
+            epoch=self.leadership.lease.fence if self.leadership else None,
         )
         self._dispatcher = Dispatcher(
             self._runner, on_outcome=self._on_outcome, on_skip=self._on_skip
@@ -146,10 +151,14 @@ class Service:
         self._scheduler = Scheduler(self._on_slot, clock=self.clock)
         # Exit runs in reverse: stop scheduling, then drain running ticks within the grace period,
         # then stop plugins, NATS and the store.
+        if self.leadership is not None:  # released after the drain: its commits are fenced
+            self._stack.push_async_callback(self.leadership.lease.__aexit__, None, None, None)
         self._stack.push_async_callback(self._drain)
         await self._stack.enter_async_context(self._scheduler)
         for job in self.setup.jobs:
             await self._add_job(job)
+        if self.leadership is not None:
+            await self.leadership.lease.__aenter__()
         for broken in self.setup.broken:
             logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
         self.phase = PHASE_RUNNING
@@ -241,7 +250,7 @@ class Service:
             logger.info("job_id=%s is disabled", job.id)
             return
         self._dispatcher.set_job(job, self._routes[manifest.id])
-        if not self._schedule:
+        if not self._schedule or not self._leads():
             return
         now = self.clock()
         self._dispatcher.submit_backlog(job.id, self._catchup(job, state, now))
@@ -290,7 +299,8 @@ class Service:
 
     def _on_slot(self, job_id: str, slot: datetime) -> None:
         assert self._dispatcher is not None
-        self._dispatcher.submit(job_id, slot)
+        if self._leads():  # a replica frozen past its lease starts nothing when it wakes up
+            self._dispatcher.submit(job_id, slot)
 
     def _on_outcome(self, job: JobConfig, outcome: TickOutcome) -> None:
         if outcome.skipped:
@@ -322,6 +332,8 @@ class Service:
         job = self._dispatcher.job(job_id)
         if job is None:
             raise KeyError(job_id)
+        if not dry_run and self.leadership is not None and not self.leadership.leading():
+            raise PollerdError(self.leadership.standby_message())
         slot = self.clock()
         if dry_run:
             manifest = self.setup.router.plugin_for(job.kind)
@@ -394,6 +406,9 @@ class Service:
     def next_runs(self) -> dict[str, datetime | None]:
         return {job.id: self.next_run_at(job.id) for job in self.setup.jobs}
 
+    def _leads(self) -> bool:
+        return self.leadership is None or self.leadership.leading()
+
     def readiness(self) -> dict[str, str | None]:
         """Component → None when ready, else why not."""
         result: dict[str, str | None] = {"store": self.store_error, "nats": None, "plugins": None}
@@ -420,11 +435,3 @@ class Service:
             self.store_error = str(exc)
         else:
             self.store_error = None
-
-
-async def tick_in_process(
-    setup: Setup, job_id: str, dry_run: bool, *, environ: Mapping[str, str]
-) -> TickOutcome | None:
-    """One tick of ``job_id`` by a service started for it alone (no schedule, no HTTP)."""
-    async with Service(setup, environ=environ, schedule=False, http=False) as service:
-        return await service.tick_now(job_id, dry_run=dry_run)

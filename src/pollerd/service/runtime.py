@@ -9,6 +9,7 @@ import signal
 from collections.abc import Mapping
 
 from pollerd.config.setup import Setup
+from pollerd.engine.runner import TickOutcome
 from pollerd.errors import PollerdError
 from pollerd.service.core import Service
 from pollerd.service.sdnotify import READY, STOPPING, Notifier
@@ -62,3 +63,11 @@ async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
 def _remove_handlers(loop: asyncio.AbstractEventLoop) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+
+
+async def tick_in_process(
+    setup: Setup, job_id: str, dry_run: bool, *, environ: Mapping[str, str]
+) -> TickOutcome | None:
+    """One tick of ``job_id`` by a service started for it alone (no schedule, no HTTP)."""
+    async with Service(setup, environ=environ, schedule=False, http=False) as service:
+        return await service.tick_now(job_id, dry_run=dry_run)

@@ -401,7 +401,7 @@ def _check_fence(job_id: str, current: Record | None, fence: Fence | None) -> in
     if fence is None:
         return stored
     epoch = fence()
-    if stored > epoch:
+    if epoch <= 0 or stored > epoch:
         raise StoreFencedError(job_id, epoch, stored)
     return epoch
 
