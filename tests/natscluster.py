@@ -79,6 +79,7 @@ class NatsCluster:
     def config(self, node: NatsNode) -> str:
         lines = [
             f"server_name: {node.name}",
+            f"server_tags: [{json.dumps(node.name)}]",
             f"listen: 127.0.0.1:{node.port}",
             f"http: 127.0.0.1:{node.http_port}",
             "jetstream {",

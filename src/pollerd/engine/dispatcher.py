@@ -87,11 +87,14 @@ class Dispatcher:
 
     def hold(self) -> None:
         """Start no tick until ``resume`` (a replica that lost the lead): backlogs and buffered
-        slots are dropped; running ticks go on (a fenced store refuses their commits)."""
+        slots are dropped and running ticks cancelled; they commit nothing (the next leader
+        runs their slots again)."""
         self._held = True
         for entry in self._jobs.values():
             entry.backlog.clear()
             entry.buffered = None
+            if entry.task is not None:
+                entry.task.cancel()
 
     def resume(self) -> None:
         self._held = False

@@ -39,7 +39,8 @@ LEASE_KEY = "leader"
 LEASE_BUCKET_SUFFIX = "_LEADER"
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 REFUSED_CODES = (10071, 10164)  # wrong last sequence (10164: also "check in flight")
-REQUEST_TIMEOUT_FRACTION = 0.25  # a NATS call of the lease loop waits at most T/4
+REQUEST_TIMEOUT_FRACTION = 0.25
+CANCEL_RETRY_S = 0.1  # a NATS call of the lease loop waits at most T/4
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +159,13 @@ class LeaderLease:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        while task is not None and not task.done():
+            # nats-py swallows a CancelledError that arrives while it flushes a publish: ask
+            # again until the task has really ended.
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.warning("leader lease task failed: %r", task.exception())
         if self._epoch:
             await self._release()
 
@@ -229,6 +234,12 @@ class LeaderLease:
 
     async def _renew(self) -> None:
         assert self._kv is not None and self.leader is not None
+        if self._clock() >= self._valid_until:
+            # Ticks stopped and commits were refused meanwhile: lead again only through a new
+            # election, whose claim pass and catch-up run the slots lost in the gap.
+            await self._step_down(f"no renewal for {self.ttl_s:g}s (lease lapsed)")
+            await self._release()
+            return
         body = json.dumps(self.leader.to_json()).encode()
         sent = self._clock()
         try:
@@ -247,10 +258,8 @@ class LeaderLease:
             logger.debug("leader lease: renewal failed: %r", exc)
         else:
             self._revision = int(ack.seq)
-            self._valid_until = sent + self.ttl_s
-            return
-        if self._clock() >= self._valid_until:
-            await self._step_down(f"no renewal for {self.ttl_s:g}s (lease lapsed)")
+            if self._clock() < self._valid_until:
+                self._valid_until = sent + self.ttl_s
 
     async def _step_down(self, reason: str) -> None:
         self._epoch = 0
@@ -261,7 +270,7 @@ class LeaderLease:
     async def _release(self) -> None:
         """Delete our lease (only if it is still ours) so that a standby takes over at once."""
         assert self._kv is not None
-        epoch, self._epoch = self._epoch, 0
+        epoch, self._epoch = self._epoch or self._revision, 0
         try:
             await self._kv.delete(LEASE_KEY, last=self._revision)
         except (NatsClientError, OSError) as exc:

@@ -27,7 +27,7 @@ from pollerd.natsio.connection import connect, connect_from_config
 from pollerd.natsio.jetstream import JetStreamPublisher
 from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
-from pollerd.service.faults import FAULT_EXIT_AFTER_PUBLISH, fault_exit_after_publish
+from pollerd.service.faults import fault_after_publish
 from pollerd.service.leadership import Leadership, make_leadership
 from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
@@ -140,7 +140,7 @@ class Service:
             store=self.leadership.tick_store() if self.leadership else self.store,
             publisher=publisher,
             clock=self.clock,
-            after_publish=fault_exit_after_publish(self.environ.get(FAULT_EXIT_AFTER_PUBLISH)),
+            after_publish=fault_after_publish(self.environ),
             nats_link=self.link.state if self.nc is not None else None,
             replica=self.replica,
             epoch=self.leadership.lease.fence if self.leadership else None,

@@ -77,7 +77,9 @@ class Leadership:
 
     def tick_store(self) -> Store:
         """The store the tick runner commits through: fenced by this replica's epoch."""
-        return FencedView(self.store, self.lease.fence, fencing=self.fencing)
+        if not self.fencing:  # whatever epoch it last had, lapsed or not
+            return FencedView(self.store, lambda: self.lease.epoch, fencing=False)
+        return FencedView(self.store, self.lease.fence)
 
     def leading(self) -> bool:
         return self.lease.leading() or (not self.fencing and self.lease.epoch > 0)

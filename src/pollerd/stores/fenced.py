@@ -22,6 +22,7 @@ class FencedView(Store):
         self.store = store
         self.fence = fence
         self.fencing = fencing
+        self._read_at: dict[str, int] = {}  # the epoch when each job's state was last read
 
     async def open(self) -> None:
         pass
@@ -30,22 +31,39 @@ class FencedView(Store):
         pass
 
     async def get(self, job_id: str) -> JobState | None:
+        """A tick starts by reading its job: the epoch it runs under is noted here."""
+        self._read_at[job_id] = self.fence()
         return await self.store.get(job_id)
+
+    def _fence_of(self, job_id: str) -> Fence:
+        """The fence of a write: refused (0) when the lead was lost since the job was read,
+        even if this replica leads again (another term, whose catch-up runs the slot)."""
+        read_at = self._read_at.get(job_id)
+
+        def fence() -> int:
+            epoch = self.fence()
+            return epoch if read_at is None or read_at == epoch else 0
+
+        return fence
 
     async def all(self) -> list[JobState]:
         return await self.store.all()
 
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
         fence = self.fence if self.fencing else None
-        return await self.store.ensure(job_id, kind, paused=paused, fence=fence)
+        return await self.store.ensure(
+            job_id, kind, paused=paused, fence=fence and self._fence_of(job_id)
+        )
 
     async def update(
         self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
     ) -> JobState:
         if not self.fencing:
-            return await self.store.update(job_id, change, expect_cursor=expect_cursor, blind=True)
+            return await self.store.update(
+                job_id, change, expect_cursor=expect_cursor, fence=self.fence, blind=True
+            )
         return await self.store.update(
-            job_id, change, expect_cursor=expect_cursor, fence=self.fence
+            job_id, change, expect_cursor=expect_cursor, fence=self._fence_of(job_id)
         )
 
     async def delete(self, job_id: str) -> None:

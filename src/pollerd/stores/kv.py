@@ -67,6 +67,8 @@ CONFLICT_LIMIT = 1000  # refused CAS writes of one change before giving up (a ho
 CLAIM_CONCURRENCY = 64
 WRONG_LAST_SEQUENCE = 10071
 CHECK_IN_FLIGHT = 10164  # clustered: lost race, or another check on the key is in flight
+SERVICE_UNAVAILABLE = 503
+JETSTREAM_UNAVAILABLE = 10008
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 KV_OPERATION = "KV-Operation"
 
@@ -145,18 +147,23 @@ class KvStore(Store):
                 return await js.create_key_value(config=config)
 
     async def _check_schema(self, kv: KeyValue) -> None:
-        async with self._translate("read the schema version"):
+        """A new bucket's stream may still elect its leader: reads are retried (``_retry``)."""
+        version = SCHEMA_VERSION
+        try:
+            entry = await self._retry("read the schema version", lambda: kv.get(SCHEMA_KEY))
+            version = int(entry.value or b"0")
+        except KeyNotFoundError:
             try:
-                found = int((await kv.get(SCHEMA_KEY)).value or b"0")
-            except KeyNotFoundError:
-                try:
-                    await kv.create(SCHEMA_KEY, str(SCHEMA_VERSION).encode())
-                except APIError:  # created by another process at the same time
-                    pass
-                return
-        if found != SCHEMA_VERSION:
+                await self._retry(
+                    "write the schema version",
+                    lambda: kv.create(SCHEMA_KEY, str(SCHEMA_VERSION).encode()),
+                )
+            except StoreError as exc:  # created by another process at the same time
+                if not isinstance(exc.__cause__, APIError):
+                    raise
+        if version != SCHEMA_VERSION:
             raise StoreError(
-                f"state store nats-kv {self.bucket} has schema version {found}; this pollerd "
+                f"state store nats-kv {self.bucket} has schema version {version}; this pollerd "
                 f"supports version {SCHEMA_VERSION}. Run the pollerd version that wrote it"
             )
 
@@ -231,7 +238,7 @@ class KvStore(Store):
         def compute(current: Record | None) -> Record:
             if current is None:
                 raise KeyError(job_id)
-            epoch = _check_fence(job_id, current, fence)
+            epoch = _check_fence(job_id, current, fence, blind=blind)
             applied = changes
             if expect_cursor is not UNSET and current.state.cursor != expect_cursor:
                 applied = {name: value for name, value in changes.items() if name != "cursor"}
@@ -380,30 +387,41 @@ class KvStore(Store):
             ) from exc
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """``operation()``, repeated while NATS is unreachable for up to ``retry_for_s``; only
-        for operations that are safe to repeat (a read, a checked write). A JetStream refusal
-        (``APIError``) and KV's own errors are not retried."""
+        """``operation()``, repeated while NATS or JetStream is unavailable, for up to
+        ``retry_for_s``; only for operations that are safe to repeat (a read, a checked write).
+        A JetStream refusal (``APIError`` other than 503) is not retried."""
         give_up_at = time.monotonic() + self.retry_for_s
         while True:
             try:
                 async with self._translate(what):
                     return await operation()
             except StoreError as exc:
-                if isinstance(exc.__cause__, APIError) or time.monotonic() > give_up_at:
+                refused = isinstance(exc.__cause__, APIError) and not _unavailable(exc.__cause__)
+                if refused or time.monotonic() > give_up_at:
                     raise
                 logger.debug("%s, retrying: %s", what, exc)
             await asyncio.sleep(RETRY_PAUSE_S)
 
 
-def _check_fence(job_id: str, current: Record | None, fence: Fence | None) -> int:
-    """The epoch to write: the fence's, else the stored one; refused when the key is newer."""
+def _check_fence(
+    job_id: str, current: Record | None, fence: Fence | None, *, blind: bool = False
+) -> int:
+    """The epoch to write: the fence's, else the stored one; refused when the key is newer.
+    ``blind`` (the negative control) writes the fence's epoch unchecked."""
     stored = 0 if current is None else current.epoch
     if fence is None:
         return stored
     epoch = fence()
+    if blind:
+        return epoch
     if epoch <= 0 or stored > epoch:
         raise StoreFencedError(job_id, epoch, stored)
     return epoch
+
+
+def _unavailable(exc: APIError) -> bool:
+    """JetStream answered "temporarily unavailable" (503, 10008: no meta leader yet)."""
+    return exc.code == SERVICE_UNAVAILABLE or exc.err_code == JETSTREAM_UNAVAILABLE
 
 
 def _describe(exc: BaseException) -> str:
