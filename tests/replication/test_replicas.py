@@ -58,7 +58,7 @@ async def test_kill_9_of_the_leader_moves_the_lead_within_the_lease_and_keeps_ev
     standby = "b" if leader == "a" else "a"
     assert await replicas[standby].role() == "standby"
     async with asyncio.timeout(TTL_S):  # a standby reads the lease every TTL/8
-        while (ready := await replicas[standby].readiness()) is None or not (
+        while (ready := await replicas[standby].readiness()) is None or not (  # noqa: ASYNC110
             ready["leadership"]["leader"]  # type: ignore[index]
         ):
             await asyncio.sleep(0.05)

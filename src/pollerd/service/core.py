@@ -15,7 +15,7 @@ from nats.aio.client import Client
 
 from pollerd.config.pollers import JobConfig
 from pollerd.config.reload import ReloadPlan
-from pollerd.config.schedule import EverySchedule, slots_between, utc_now
+from pollerd.config.schedule import EverySchedule, utc_now
 from pollerd.config.setup import Setup
 from pollerd.engine import policy
 from pollerd.engine.dispatcher import Dispatcher
@@ -27,6 +27,7 @@ from pollerd.natsio.connection import connect, connect_from_config
 from pollerd.natsio.jetstream import JetStreamPublisher
 from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
+from pollerd.service.catchup import catchup
 from pollerd.service.faults import fault_after_publish
 from pollerd.service.leadership import Leadership, make_leadership
 from pollerd.service.natslink import NatsLink
@@ -34,7 +35,7 @@ from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
 from pollerd.service.routes import RouteTable, nats_env, supervised
 from pollerd.stores import open_store
-from pollerd.stores.base import JobState, Store
+from pollerd.stores.base import Store
 from pollerd.stores.statelock import StateLock
 from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.supervision.supervisor import Supervisor
@@ -42,7 +43,6 @@ from pollerd.supervision.supervisor import Supervisor
 logger = logging.getLogger(__name__)
 
 START_EPSILON = timedelta(microseconds=1)
-CATCHUP_SCAN_LIMIT = 1_000  # catch-up looks at most this many missed slots back
 PHASE_STARTING = "starting"
 PHASE_RUNNING = "running"
 PHASE_STOPPING = "stopping"
@@ -253,7 +253,7 @@ class Service:
         if not self._schedule or not self._leads():
             return
         now = self.clock()
-        self._dispatcher.submit_backlog(job.id, self._catchup(job, state, now))
+        self._dispatcher.submit_backlog(job.id, catchup(job, state, now, self.metrics))
         last = state.last_scheduled_at
         anchor: datetime | None = last
         if isinstance(job.schedule, EverySchedule) and last is None:
@@ -277,25 +277,6 @@ class Service:
         self._scheduler.remove(job_id)
         self._dispatcher.remove_job(job_id)
         self.recorder.forget(job_id)
-
-    def _catchup(self, job: JobConfig, state: JobState, now: datetime) -> list[datetime]:
-        last = state.last_scheduled_at
-        if last is None:
-            return []
-        missed = slots_between(job.schedule, job.timezone, last, now, CATCHUP_SCAN_LIMIT)
-        run, dropped = policy.catchup_slots(missed, job.catchup, job.max_catchup)
-        if missed:
-            logger.info(
-                "job_id=%s missed %d slot(s) while down: catch-up %s runs %d, drops %d",
-                job.id,
-                len(missed),
-                job.catchup,
-                len(run),
-                dropped,
-            )
-        if dropped:
-            self.metrics.slot_skipped(job.id, "catchup_dropped", dropped)
-        return run
 
     def _on_slot(self, job_id: str, slot: datetime) -> None:
         assert self._dispatcher is not None
