@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench fmt clean
+.PHONY: run test lint typecheck unit bench fmt clean chaos replicas
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ unit: $(STAMP)
 	$(BIN)/pytest -q --cov --cov-report=term
 
 test: lint typecheck unit
+
+# The long seeded chaos run of replicas (10+ minutes; not part of `make test`): prints the
+# counts (double commits, lost updates, stale-epoch commits, duplicate events) and failover times.
+CHAOS_ROUNDS ?= 12
+CHAOS_SEED ?= 1
+chaos: $(STAMP)
+	POLLERD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) POLLERD_CHAOS_SEED=$(CHAOS_SEED) \
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/replication/test_chaos.py -k long_seeded
+
+# Three replicas on a 3-node NATS cluster on this machine (examples/replicas); Ctrl-C stops them.
+replicas: $(STAMP)
+	examples/replicas/run.sh
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests plugins bench

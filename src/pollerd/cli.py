@@ -233,6 +233,14 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _store(args: argparse.Namespace) -> int:
+    from pollerd.ops.storecopy import copy_state
+
+    setup = _load(args)
+    print(asyncio.run(copy_state(setup, args.source, overwrite=args.overwrite)))
+    return EXIT_OK
+
+
 def _completion(args: argparse.Namespace) -> int:
     import shtab
 
@@ -255,6 +263,7 @@ _HANDLERS = {
     "new-plugin": _new_plugin,
     "completion": _completion,
     "schema": _schema,
+    "store": _store,
 }
 
 

@@ -421,3 +421,14 @@ async def test_another_process_sees_the_version_move_and_the_writes_of_both_are_
             assert stored is not None
             assert (stored.consecutive_errors, stored.last_status) == (2, "timeout")
             assert stored.revision == 2
+
+
+async def test_a_deleted_job_can_be_created_again_from_scratch(store: Store) -> None:
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=b"c"))
+    await store.delete("inbox")
+
+    again = await store.ensure("inbox", "dir_watch")
+
+    assert again == JobState(job_id="inbox", kind="dir_watch")
+    assert await store.get("inbox") == again

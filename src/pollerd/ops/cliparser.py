@@ -114,6 +114,14 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "with --follow keep printing new ones.",
         ("pollerd events --job inbox", "pollerd events --follow"),
     ),
+    "store": (
+        "copy an existing SQLite state into the configured store",
+        "`store copy --from OLD/state.db` copies every job's cursor, state and recent ticks\n"
+        "from a SQLite state file into the store of the config (store: nats-kv), before the\n"
+        "replicas start. Refused while a replica leads; jobs already in the target are kept\n"
+        "unless --overwrite.",
+        ("pollerd store copy --from .pollerd/state.db -c replicas.yaml",),
+    ),
     "schema": (
         "print the JSON Schema of pollers.yaml or plugin.toml",
         "Print a JSON Schema that accepts what pollerd accepts (durations as strings such as\n"
@@ -230,6 +238,13 @@ def _add_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     new_plugin.add_argument("--kind", default=None, help="the poller kind (default: the name)")
     new_plugin.add_argument(
         "--dir", default=Path("plugins"), type=Path, help="the plugins folder (default: plugins)"
+    )
+    subs["store"].add_argument("action", choices=["copy"])
+    subs["store"].add_argument(
+        "--from", dest="source", type=Path, required=True, help="the SQLite state.db to copy"
+    )
+    subs["store"].add_argument(
+        "--overwrite", action="store_true", help="replace jobs the target already holds"
     )
     subs["completion"].add_argument("shell", choices=COMPLETION_SHELLS)
     subs["schema"].add_argument("which", nargs="?", choices=SCHEMAS, default="pollers")

@@ -7,13 +7,13 @@ import binascii
 import json
 import logging
 import re
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import TIME_FIELDS
-from pollerd.stores.base import JobState
+from pollerd.stores.base import JobState, TickRecord
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ ESCAPED_KEY_PREFIX = "job.=x"  # job ids that are not valid KV keys as they are 
 SCHEMA_KEY = "meta.schema"
 _PLAIN_KEY = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _STATE_FIELDS = tuple(f.name for f in fields(JobState))
+_DEFAULTS = {f.name: f.default for f in fields(JobState) if f.default is not MISSING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Record:
     state: JobState
     epoch: int = 0
     kv_revision: int = 0
+    ticks: tuple[TickRecord, ...] = ()  # the job's tick history, newest first
 
 
 def job_key(job_id: str) -> str:
@@ -42,8 +44,10 @@ def job_key(job_id: str) -> str:
     return ESCAPED_KEY_PREFIX + job_id.encode().hex()
 
 
-def encode_record(state: JobState, epoch: int) -> bytes:
+def encode_record(state: JobState, epoch: int, ticks: tuple[TickRecord, ...] = ()) -> bytes:
     body: dict[str, Any] = {"v": RECORD_VERSION, "epoch": epoch}
+    if ticks:
+        body["ticks"] = [_tick_json(tick) for tick in ticks]
     for name in _STATE_FIELDS:
         value = getattr(state, name)
         if name == "cursor" and value is not None:
@@ -71,6 +75,24 @@ def decode_record(data: bytes, kv_revision: int, where: str) -> Record:
         for name in TIME_FIELDS:
             if values[name] is not None:
                 values[name] = datetime.fromisoformat(values[name])
-        return Record(JobState(**values), int(body["epoch"]), kv_revision)
+        ticks = tuple(_tick(item) for item in body.get("ticks") or ())
+        return Record(JobState(**values), int(body["epoch"]), kv_revision, ticks)
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise StoreError(f"{where} holds an unreadable value ({exc!r})") from exc
+
+
+def _tick_json(tick: TickRecord) -> dict[str, Any]:
+    found = asdict(tick)
+    found["slot"] = tick.slot.isoformat()
+    found["finished_at"] = tick.finished_at.isoformat()
+    return found
+
+
+def _tick(item: dict[str, Any]) -> TickRecord:
+    return TickRecord(
+        **{
+            **item,
+            "slot": datetime.fromisoformat(item["slot"]),
+            "finished_at": datetime.fromisoformat(item["finished_at"]),
+        }
+    )

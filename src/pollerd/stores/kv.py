@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import TypeVar
 
 from nats.aio.client import Client
-from nats.errors import Error as NatsClientError
 from nats.js.api import KeyValueConfig
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pollerd.errors import StoreError, StoreFencedError
+from pollerd.stores._kvio import RETRY_PAUSE_S, retry, translate
 from pollerd.stores._kvrecord import (
     JOB_KEY_PREFIX,
     SCHEMA_KEY,
@@ -53,6 +52,7 @@ from pollerd.stores.base import (
     JobState,
     JobUpdate,
     Store,
+    TickRecord,
     Unset,
     fresh_state,
 )
@@ -62,13 +62,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUCKET = "POLLERD_STATE"
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_RETRY_FOR_S = 15.0
-RETRY_PAUSE_S = 0.1
 CONFLICT_LIMIT = 1000  # refused CAS writes of one change before giving up (a hot key)
 CLAIM_CONCURRENCY = 64
 WRONG_LAST_SEQUENCE = 10071
 CHECK_IN_FLIGHT = 10164  # clustered: lost race, or another check on the key is in flight
-SERVICE_UNAVAILABLE = 503
-JETSTREAM_UNAVAILABLE = 10008
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 KV_OPERATION = "KV-Operation"
 
@@ -105,6 +102,7 @@ class KvStore(Store):
         self._kv: KeyValue | None = None
         self._known: dict[str, Record] = {}  # the last record read or written, by key
         self._locks: dict[str, asyncio.Lock] = {}
+        self._deleted: dict[str, int] = {}  # key -> revision of its delete marker
 
     def __repr__(self) -> str:
         return f"KvStore(bucket={self.bucket!r})"
@@ -210,6 +208,12 @@ class KvStore(Store):
     async def ping(self) -> None:
         await self.version()
 
+    keeps_history = True  # in the job's own value: one CAS writes the state and its tick
+
+    async def history(self, job_id: str, limit: int) -> list[TickRecord]:
+        record = await self._read(job_key(job_id))
+        return [] if record is None else list(record.ticks[: max(limit, 0)])
+
     # -- writes --------------------------------------------------------------------------------
 
     async def ensure(
@@ -234,6 +238,7 @@ class KvStore(Store):
         blind: bool = False,
     ) -> JobState:
         changes = normalize_changes(change.changes())
+        tick, keep = change.tick, max(change.keep_ticks, 0)
 
         def compute(current: Record | None) -> Record:
             if current is None:
@@ -243,7 +248,8 @@ class KvStore(Store):
             if expect_cursor is not UNSET and current.state.cursor != expect_cursor:
                 applied = {name: value for name, value in changes.items() if name != "cursor"}
             state = replace(current.state, revision=current.state.revision + 1, **applied)  # type: ignore[arg-type]
-            return Record(state, epoch)
+            ticks = current.ticks if tick is None else (tick, *current.ticks)[:keep]
+            return Record(state, epoch, ticks=ticks)
 
         return (await self._change(job_id, compute, blind=blind)).state
 
@@ -255,10 +261,13 @@ class KvStore(Store):
                 if current is None:
                     return
                 try:
-                    await self._publish(key, b"", current.kv_revision, {KV_OPERATION: "DEL"})
+                    marker = await self._publish(
+                        key, b"", current.kv_revision, {KV_OPERATION: "DEL"}
+                    )
                 except _ConflictError:
                     continue
                 self._known.pop(key, None)
+                self._deleted[key] = marker
                 return
         raise self._hot(job_id)
 
@@ -272,7 +281,7 @@ class KvStore(Store):
                 return None
             if current.epoch > epoch:
                 raise StoreFencedError(current.state.job_id, epoch, current.epoch)
-            return Record(current.state, epoch)
+            return Record(current.state, epoch, ticks=current.ticks)
 
         async def claim_one(job_id: str) -> bool:
             async with limit:
@@ -297,16 +306,16 @@ class KvStore(Store):
                 if target is None:
                     assert current is not None
                     return current
-                data = encode_record(target.state, target.epoch)
-                last = None if blind else 0 if current is None else current.kv_revision
+                data = encode_record(target.state, target.epoch, target.ticks)
+                last = current.kv_revision if current else self._deleted.get(key, 0)
                 try:
-                    revision = await self._publish(key, data, last)
+                    revision = await self._publish(key, data, None if blind else last)
                 except _ConflictError:
                     current = await self._read(key)
                     continue
                 except StoreError:
                     landed = await self._read(key)
-                    if landed is None or encode_record(landed.state, landed.epoch) != data:
+                    if landed is None or _encoded(landed) != data:
                         raise
                     revision = landed.kv_revision
                 written = self._known[key] = replace(target, kv_revision=revision)
@@ -317,9 +326,12 @@ class KvStore(Store):
         kv = self._bucket_or_raise()
         try:
             entry = await self._retry(f"read {key}", lambda: kv.get(key))
-        except KeyNotFoundError:
+        except KeyNotFoundError as exc:
             self._known.pop(key, None)
+            marker = getattr(exc, "entry", None)  # a deleted key: CAS on its delete marker
+            self._deleted[key] = (marker.revision or 0) if marker is not None else 0
             return None
+        self._deleted.pop(key, None)
         record = self._known[key] = self._decode(key, entry.value or b"", entry.revision or 0)
         return record
 
@@ -375,32 +387,13 @@ class KvStore(Store):
             "writes in a row; another process writes it without pause"
         )
 
-    @asynccontextmanager
-    async def _translate(self, what: str) -> AsyncIterator[None]:
-        try:
-            yield
-        except (KeyNotFoundError, BucketNotFoundError):
-            raise  # answers, not failures
-        except (NatsClientError, OSError) as exc:
-            raise StoreError(
-                f"state store nats-kv {self.bucket}: could not {what}: {_describe(exc)}"
-            ) from exc
+    def _translate(self, what: str) -> AbstractAsyncContextManager[None]:
+        return translate(f"state store nats-kv {self.bucket}: could not {what}")
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """``operation()``, repeated while NATS or JetStream is unavailable, for up to
-        ``retry_for_s``; only for operations that are safe to repeat (a read, a checked write).
-        A JetStream refusal (``APIError`` other than 503) is not retried."""
-        give_up_at = time.monotonic() + self.retry_for_s
-        while True:
-            try:
-                async with self._translate(what):
-                    return await operation()
-            except StoreError as exc:
-                refused = isinstance(exc.__cause__, APIError) and not _unavailable(exc.__cause__)
-                if refused or time.monotonic() > give_up_at:
-                    raise
-                logger.debug("%s, retrying: %s", what, exc)
-            await asyncio.sleep(RETRY_PAUSE_S)
+        return await retry(
+            f"state store nats-kv {self.bucket}: could not {what}", operation, self.retry_for_s
+        )
 
 
 def _check_fence(
@@ -419,12 +412,5 @@ def _check_fence(
     return epoch
 
 
-def _unavailable(exc: APIError) -> bool:
-    """JetStream answered "temporarily unavailable" (503, 10008: no meta leader yet)."""
-    return exc.code == SERVICE_UNAVAILABLE or exc.err_code == JETSTREAM_UNAVAILABLE
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name
+def _encoded(record: Record) -> bytes:
+    return encode_record(record.state, record.epoch, record.ticks)
