@@ -207,7 +207,7 @@ async def test_pollerd_tick_on_a_deep_reply_prints_a_clean_protocol_error(tmp_pa
     result = json.loads(out)
 
     assert process.returncode == 1
-    assert result["status"] == "protocol"
+    assert result["status"] == "protocol" and result["duplicates"] == 0
     assert "nested too deeply" in result["error"]
     assert "Traceback" not in err.decode()
 

@@ -192,6 +192,7 @@ def outcome_json(outcome: TickOutcome) -> dict[str, Any]:
         "duration_s": round(outcome.duration_s, 6),
         "error": outcome.error,
         "committed": outcome.committed,
+        "duplicates": outcome.duplicates,  # events the stream already held (Nats-Msg-Id)
         "reply": None
         if reply is None
         else {

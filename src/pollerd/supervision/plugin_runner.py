@@ -353,7 +353,7 @@ class PluginRunner:
                 continue
             try:
                 return json.loads(msg.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deeply to decode
                 return None
 
     async def _watch(self, process: PluginProcess) -> _Ended:
