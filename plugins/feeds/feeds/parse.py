@@ -1,33 +1,48 @@
-"""Parsing RSS (0.9x, 1.0, 2.0) and Atom 1.0 documents into entries, with the standard library.
+"""Parsing RSS (0.9x, 1.0, 2.0) and Atom feeds into entries: feedparser, after a strict check.
 
-The XML is read by expat directly so that entity declarations can be refused: a document whose
-DOCTYPE declares entities (``<!ENTITY ...>``) is rejected before anything is expanded, which rules
-out "billion laughs" and external-entity tricks without a third-party parser.
+Two passes over a document:
+
+1. expat checks that it is XML and what it is, without building anything: entity declarations
+   (``<!ENTITY ...>`` in a DOCTYPE) are refused before anything is expanded ("billion laughs",
+   external entities); a document that is not well-formed is a transient error (a feed caught
+   mid-update); one whose root is not ``rss``, ``rdf:RDF`` or ``feed`` is not a feed. References
+   to entities no DTD declares (``&nbsp;``, common in real RSS) are not errors: expat is told
+   that a DTD it does not read may declare them.
+2. feedparser reads the entries: it knows the HTML entities, the namespaces real feeds use and
+   the date forms they write (``30 Nov 2026``, RFC 822 with odd zones, W3C-DTF). A long-lived
+   plugin pays its import once.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import html
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
-from xml.etree.ElementTree import Element, TreeBuilder
+from time import struct_time
+from typing import Any, Literal
 from xml.parsers import expat
+
+import feedparser  # type: ignore[import-untyped]
 
 from feeds.errors import PermanentFeedError, TransientFeedError
 
 logger = logging.getLogger(__name__)
 
-ATOM = "{http://www.w3.org/2005/Atom}"
-RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
-DC = "{http://purl.org/dc/elements/1.1/}"
-RSS1_NAMESPACES = ("{http://purl.org/rss/1.0/}", "{http://my.netscape.com/rdf/simple/0.9/}")
+ATOM = "http://www.w3.org/2005/Atom"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+RSS1_NAMESPACES = ("http://purl.org/rss/1.0/", "http://my.netscape.com/rdf/simple/0.9/")
+FEED_ROOTS = ("rss", f"{RDF}}}RDF", f"{ATOM}}}feed")
 # Longer ids, or ids with control characters, are replaced by a digest (they end up in headers).
 MAX_ID_CHARS = 512
 DIGEST_ID_PREFIX = "h:"
 DIGEST_ID_BYTES = 16
+MARKUP_TYPES = ("text/html", "application/xhtml+xml")
+_TAG = re.compile(r"<[^>]*>")
 
 FeedFormat = Literal["rss", "atom"]
 
@@ -51,26 +66,48 @@ def parse_feed(document: bytes) -> Feed:
     """Parse a feed. Raises ``TransientFeedError`` when the XML is not well-formed (the feed
     may be caught mid-update) and ``PermanentFeedError`` when it is XML but not a feed, or
     declares entities."""
-    root = parse_xml(document)
-    if root.tag == "rss":
-        return _parse_rss(root)
-    if root.tag == f"{RDF}RDF":
-        return _parse_rdf(root)
-    if root.tag == f"{ATOM}feed":
-        return _parse_atom(root)
-    raise PermanentFeedError(f"not an RSS or Atom feed: the root element is <{_local(root.tag)}>")
+    root, has_channel = _check_xml(document)
+    if root not in FEED_ROOTS:
+        raise PermanentFeedError(
+            f"not an RSS or Atom feed: the root element is <{root.rpartition('}')[2]}>"
+        )
+    if root == "rss" and not has_channel:
+        raise PermanentFeedError("an RSS document without a <channel> element")
+    if root == FEED_ROOTS[1] and not has_channel:
+        raise PermanentFeedError("an RDF document without an RSS 1.0 <channel> element")
+    parsed = feedparser.parse(document, sanitize_html=False, resolve_relative_uris=False)
+    entries = tuple(_entry_of(item) for item in parsed.entries)
+    kind: FeedFormat = "atom" if root == FEED_ROOTS[2] else "rss"
+    return Feed(kind, _text(parsed.feed, "title"), entries)
 
 
-def parse_xml(document: bytes) -> Element:
-    """An ElementTree built by expat, names as ``{namespace}local``; entity declarations refused."""
-    builder = TreeBuilder()
+class _Structure:
+    """What expat saw: the root element and whether an RSS channel came under it."""
+
+    def __init__(self) -> None:
+        self.root: str | None = None
+        self.has_channel = False
+        self.depth = 0
+
+    def start(self, name: str, _attributes: object) -> None:
+        self.depth += 1
+        if self.root is None:
+            self.root = name
+        elif self.depth == 2 and name.rpartition("}")[2] == "channel":
+            self.has_channel = True
+
+    def end(self, _name: str) -> None:
+        self.depth -= 1
+
+
+def _check_xml(document: bytes) -> tuple[str, bool]:
+    """The root element (``{namespace}local`` as ``namespace}local``) and whether it holds a
+    channel; raises when the document is not well-formed XML or declares entities."""
+    structure = _Structure()
     parser = expat.ParserCreate(namespace_separator="}")
-    parser.buffer_text = True
-    parser.StartElementHandler = lambda name, attrs: builder.start(
-        _qname(name), {_qname(key): value for key, value in attrs.items()}
-    )
-    parser.EndElementHandler = lambda name: builder.end(_qname(name))
-    parser.CharacterDataHandler = builder.data
+    parser.UseForeignDTD(True)  # undeclared entities (&nbsp;) may come from a DTD: not errors
+    parser.StartElementHandler = structure.start
+    parser.EndElementHandler = structure.end
     parser.EntityDeclHandler = _refuse_entity
     try:
         parser.Parse(document, True)
@@ -79,15 +116,8 @@ def parse_xml(document: bytes) -> Element:
             f"the feed is not well-formed XML ({expat.ErrorString(exc.code)} at line {exc.lineno},"
             f" column {exc.offset})"
         ) from None
-    return builder.close()
-
-
-def _qname(name: str) -> str:
-    return "{" + name if "}" in name else name
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
+    assert structure.root is not None  # expat refuses a document without an element
+    return structure.root, structure.has_channel
 
 
 def _refuse_entity(name: str, *_: object) -> None:
@@ -97,84 +127,47 @@ def _refuse_entity(name: str, *_: object) -> None:
     )
 
 
-def _parse_rss(root: Element) -> Feed:
-    channel = root.find("channel")
-    if channel is None:
-        raise PermanentFeedError("an RSS document without a <channel> element")
-    entries = [
-        _entry(
-            raw_id=_text(item.find("guid")),
-            title=_text(item.find("title")),
-            link=_text(item.find("link")),
-            date_text=_text(item.find("pubDate")) or _text(item.find(f"{DC}date")),
-            summary=_text(item.find("description")),
-        )
-        for item in channel.findall("item")
-    ]
-    return Feed("rss", _text(channel.find("title")), tuple(entries))
-
-
-def _parse_rdf(root: Element) -> Feed:
-    ns = next((ns for ns in RSS1_NAMESPACES if root.find(f"{ns}channel") is not None), None)
-    if ns is None:
-        raise PermanentFeedError("an RDF document without an RSS 1.0 <channel> element")
-    entries = [
-        _entry(
-            raw_id=item.get(f"{RDF}about"),
-            title=_text(item.find(f"{ns}title")),
-            link=_text(item.find(f"{ns}link")),
-            date_text=_text(item.find(f"{DC}date")),
-            summary=_text(item.find(f"{ns}description")),
-        )
-        for item in root.findall(f"{ns}item")
-    ]
-    return Feed("rss", _text(root.find(f"{ns}channel/{ns}title")), tuple(entries))
-
-
-def _parse_atom(root: Element) -> Feed:
-    entries = [
-        _entry(
-            raw_id=_text(item.find(f"{ATOM}id")),
-            title=_text(item.find(f"{ATOM}title")),
-            link=_atom_link(item),
-            date_text=_text(item.find(f"{ATOM}published")) or _text(item.find(f"{ATOM}updated")),
-            summary=_text(item.find(f"{ATOM}summary")) or _text(item.find(f"{ATOM}content")),
-        )
-        for item in root.findall(f"{ATOM}entry")
-    ]
-    return Feed("atom", _text(root.find(f"{ATOM}title")), tuple(entries))
-
-
-def _atom_link(item: Element) -> str | None:
-    """The ``alternate`` link (a link without ``rel`` is one), else the first link."""
-    links = [link for link in item.findall(f"{ATOM}link") if link.get("href")]
-    for link in links:
-        if link.get("rel", "alternate") == "alternate":
-            return link.get("href")
-    return links[0].get("href") if links else None
-
-
-def _text(element: Element | None) -> str | None:
-    """All the text inside ``element`` with whitespace runs collapsed; None if there is none."""
-    if element is None:
-        return None
-    return " ".join("".join(element.itertext()).split()) or None
-
-
-def _entry(
-    *,
-    raw_id: str | None,
-    title: str | None,
-    link: str | None,
-    date_text: str | None,
-    summary: str | None,
-) -> Entry:
+def _entry_of(item: Any) -> Entry:
+    date_text = item.get("published") or item.get("updated")
+    moment = _utc(item.get("published_parsed") or item.get("updated_parsed"))
+    # feedparser takes an RSS guid as the link when there is no <link> (a guid is a permalink
+    # unless it says otherwise): keep that only when the guid is a URL.
+    raw_id, link = _clean(item.get("id")), _clean(item.get("link"))
+    if item.get("guidislink") and link == raw_id and link is not None and "://" not in link:
+        link = None
+    title = _text(item, "title")
     return Entry(
-        id=entry_id(raw_id, link, title, date_text, summary),
+        id=entry_id(raw_id, link, title, date_text, _text(item, "summary")),
         title=title,
         link=link,
-        published=parse_date(date_text),
+        published=moment if moment is not None else parse_date(date_text),
     )
+
+
+def _text(item: Any, key: str) -> str | None:
+    """A text construct as plain text: HTML and XHTML ones lose their markup."""
+    value = item.get(key)
+    detail = item.get(f"{key}_detail") or {}
+    if isinstance(value, str) and detail.get("type") in MARKUP_TYPES:
+        value = html.unescape(_TAG.sub("", value))
+    return _clean(value)
+
+
+def _utc(parsed: struct_time | None) -> datetime | None:
+    """feedparser's dates are UTC ``struct_time``s."""
+    if parsed is None:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _clean(text: object) -> str | None:
+    """Text with whitespace runs collapsed; None if there is none."""
+    if not isinstance(text, str):
+        return None
+    return " ".join(text.split()) or None
 
 
 def entry_id(
