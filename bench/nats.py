@@ -58,6 +58,7 @@ from nats.js import api
 
 from pollerd.config.manifest import DEFAULT_SUBJECT_ROOT
 from pollerd.config.setup import load_setup
+from pollerd.natsio.auth import POLLERD_USER
 from pollerd.natsio.connection import connect
 from pollerd.service.core import Service
 from pollerd.service.runtime import tune_gc
@@ -165,8 +166,9 @@ async def measure(
 class RawResponder:
     """``raw_responder.py`` as a subprocess, for the time of an ``async with``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, env: dict[str, str] | None = None) -> None:
         self._url = url
+        self._env = env
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -181,6 +183,7 @@ class RawResponder:
             RAW_SUBJECT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=None if self._env is None else {**os.environ, **self._env},
         )
         assert self._proc.stdout is not None
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -258,9 +261,16 @@ async def run(concurrency: int, seconds: float, rounds: int) -> list[Variant]:
                     raise RuntimeError("cannot find the embedded nats-server among the children")
                 for job_id in plain + with_event:
                     await service.store.update(job_id, JobUpdate(cursor=CURSOR))
-                nc = await connect(service.nats_url, name="bench-raw")
+                # pollerd's own user: the raw responder serves a subject no plugin user may
+                assert service.nats.credentials is not None
+                login = {"user": POLLERD_USER, "password": service.nats.credentials.pollerd}
+                nc = await connect(service.nats_url, name="bench-raw", **login)
+                raw_env = {
+                    "POLLERD_NATS_USER": login["user"],
+                    "POLLERD_NATS_PASSWORD": login["password"],
+                }
                 try:
-                    async with RawResponder(service.nats_url) as raw:
+                    async with RawResponder(service.nats_url, raw_env) as raw:
                         variants = build_variants(
                             service, nc, plain, with_event, sdk_pid=status.pid, raw_pid=raw.pid
                         )

@@ -3,11 +3,12 @@
 Usage: ``python raw_responder.py <nats url> <subject>``. It answers each request on ``subject``
 (queue group ``pollerd``) like raw_echo.py does, in a task per message as the SDK does (callbacks of
 one subscription run one at a time), prints ``ready`` once subscribed, and exits on SIGTERM or
-when its stdin closes (its parent is gone).
+when its stdin closes (its parent is gone). It logs in with POLLERD_NATS_USER / _PASSWORD when set.
 """
 
 import asyncio
 import json
+import os
 import signal
 import sys
 
@@ -15,7 +16,12 @@ import nats
 
 
 async def main(url: str, subject: str) -> None:
-    nc = await nats.connect(url, name="bench-raw-responder")
+    nc = await nats.connect(
+        url,
+        name="bench-raw-responder",
+        user=os.environ.get("POLLERD_NATS_USER"),
+        password=os.environ.get("POLLERD_NATS_PASSWORD"),
+    )
     tasks = set()
 
     async def answer(msg):

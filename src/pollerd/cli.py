@@ -212,6 +212,20 @@ def _events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nats_permissions(args: argparse.Namespace) -> int:
+    from pollerd.ops import natsperms
+
+    setup = _load(args)
+    if args.env is not None:
+        env = natsperms.embedded_plugin_env(setup, args.env)
+        print(json.dumps(env, indent=2) if args.json else natsperms.env_text(env))
+    elif args.json:
+        _print_json(natsperms.permissions_json(setup))
+    else:
+        print(natsperms.permissions_text(setup), end="")
+    return EXIT_OK
+
+
 def _new_plugin(args: argparse.Namespace) -> int:
     from pollerd.ops.scaffold import ScaffoldError, new_plugin, next_steps
 
@@ -260,6 +274,7 @@ _HANDLERS = {
     "cursor": _cursor,
     "reload": _reload,
     "events": _events,
+    "nats-permissions": _nats_permissions,
     "new-plugin": _new_plugin,
     "completion": _completion,
     "schema": _schema,

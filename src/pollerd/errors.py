@@ -14,6 +14,7 @@
     ├── NatsError                the NATS server could not be started or reached
     ├── EventPublishError        an event was not acknowledged; the tick is not committed
     │   └── EventRejectedError   an event cannot be published as given (size, nesting)
+    ├── NotReadyError            the service is starting or stopping: retry later (HTTP 503)
     └── SupervisorError          a supervised plugin could not be started
 
 Only the standard library is imported here: the wire codec and the SDK use these names.
@@ -132,6 +133,10 @@ class NatsError(PollerdError):
 
 class SupervisorError(PollerdError):
     """A supervised plugin could not be started or kept running."""
+
+
+class NotReadyError(PollerdError):
+    """The service is starting or stopping and cannot do this now; retry once it runs."""
 
 
 class EventPublishError(PollerdError):

@@ -248,3 +248,63 @@ def test_discovery_reports_a_missing_folder_and_every_bad_manifest(tmp_path: Pat
         f"{twin}:2: plugin.id: plugin id 'same' is already used by {good}; "
         "plugin ids must be unique",
     ]
+
+
+# --- security checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["pollerd.events", "pollerd.events.feeds", "$JS.API", "$SRV", "_INBOX.x", "$KV.POLLERD_STATE"],
+)
+def test_a_subject_prefix_under_a_reserved_root_is_refused_with_its_line(
+    tmp_path: Path, prefix: str
+) -> None:
+    path = tmp_path / "plugin.toml"
+    path.write_text(
+        '[plugin]\nid = "evil"\nversion = "1.0.0"\n\n'
+        '[plugin.poller]\nkinds = ["evil"]\nlifecycle = "long_lived"\n'
+        f'subject_prefix = "{prefix}"\n'
+    )
+    with pytest.raises(ManifestError) as refused:
+        load_manifest(path)
+    assert f"{path}:8: plugin.poller.subject_prefix:" in str(refused.value)
+    assert "reserve" in str(refused.value)
+
+
+def test_a_subject_prefix_that_only_starts_like_a_reserved_one_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.toml"
+    path.write_text(
+        '[plugin]\nid = "ok"\nversion = "1.0.0"\n\n'
+        '[plugin.poller]\nkinds = ["ok"]\nlifecycle = "long_lived"\n'
+        'subject_prefix = "pollerd.eventsource"\n'
+    )
+    assert load_manifest(path).subject_prefix == "pollerd.eventsource"
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "flagged"),
+    [
+        ('command = "../../x.sh"', "6: plugin.entrypoint.command"),
+        ('command = "python"\nargs = ["../other/main.py"]', "7: plugin.entrypoint.args"),
+        ('command = "./run.sh"', None),
+        ('command = "python"\nargs = ["-m", "feeds"]', None),
+        ('command = "/usr/bin/node"\nargs = ["../x.js"]', None),
+    ],
+)
+def test_an_entrypoint_outside_the_plugin_folder_is_flagged(
+    tmp_path: Path, entrypoint: str, flagged: str | None
+) -> None:
+    folder = tmp_path / "plugins" / "p"
+    folder.mkdir(parents=True)
+    path = folder / "plugin.toml"
+    path.write_text(
+        '[plugin]\nid = "p"\nversion = "1.0.0"\n\n'
+        f"[plugin.entrypoint]\n{entrypoint}\n\n"
+        '[plugin.poller]\nkinds = ["p"]\nlifecycle = "ephemeral"\n'
+    )
+    warnings = load_manifest(path).warnings
+    assert len(warnings) == (0 if flagged is None else 1)
+    if flagged is not None:
+        assert warnings[0].startswith(f"{path}:{flagged}: ")
+        assert "outside the plugin folder" in warnings[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from conftest import NATS_PLUGINS_DIR, process_exists, wait_process_gone
+from conftest import NATS_PLUGINS_DIR, process_exists, wait_for_condition, wait_process_gone
 from pollerd.errors import NatsError
 from pollerd.natsio import connection as natsconn
-from pollerd.natsio.server import EmbeddedNatsServer, find_executable, render_config
+from pollerd.natsio.server import EmbeddedNatsServer
+from pollerd.natsio.serverfiles import find_executable, render_config
 
 pytestmark = pytest.mark.nats
 
@@ -137,3 +139,96 @@ async def test_server_does_not_outlive_an_owner_killed_with_sigkill(
     await owner.wait()
     await wait_process_gone(server_pid)
     assert not process_exists(server_pid)
+
+
+async def test_server_does_not_outlive_an_owner_killed_with_sigkill_without_setpriv(
+    tmp_path: Path, python: str
+) -> None:
+    # No PATH at all: no setpriv to lean on; the server is found next to the interpreter.
+    owner = await asyncio.create_subprocess_exec(
+        python,
+        str(NATS_PLUGINS_DIR / "server_owner.py"),
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        env={"PATH": ""},
+    )
+    assert owner.stdout is not None
+    server_pid = int(await asyncio.wait_for(owner.stdout.readline(), 10))
+    owner.send_signal(signal.SIGKILL)
+    await owner.wait()
+    await wait_process_gone(server_pid)
+    assert not process_exists(server_pid)
+
+
+async def test_a_server_left_running_on_the_same_data_is_stopped_at_start(
+    tmp_path: Path,
+) -> None:
+    stale = await asyncio.create_subprocess_exec(
+        find_executable(),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        "-1",
+        "-js",
+        "-sd",
+        str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    (tmp_path / "nats-server.pid").write_text(f"{stale.pid}\n")
+    try:
+        async with EmbeddedNatsServer(tmp_path) as server:
+            new_pid = server.pid
+            code = await asyncio.wait_for(stale.wait(), 10)
+    finally:
+        if stale.returncode is None:
+            stale.kill()
+            await stale.wait()
+    assert code is not None
+    assert new_pid != stale.pid
+
+
+async def test_a_pid_file_naming_another_program_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "nats-server.pid").write_text(f"{os.getpid()}\n")
+    async with EmbeddedNatsServer(tmp_path) as server:
+        assert server.pid != os.getpid()
+    assert process_exists(os.getpid())
+
+
+async def test_a_new_server_on_the_same_data_reuses_the_last_port(tmp_path: Path) -> None:
+    async with EmbeddedNatsServer(tmp_path) as first:
+        first_url = first.url
+    async with EmbeddedNatsServer(tmp_path) as second:
+        second_url = second.url
+    assert second_url == first_url
+
+
+async def test_the_last_port_taken_by_another_program_gives_way_to_a_free_one(
+    tmp_path: Path,
+) -> None:
+    async with EmbeddedNatsServer(tmp_path) as first:
+        first_port = first.port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first_port))
+        taken.listen()
+        async with EmbeddedNatsServer(tmp_path) as second:
+            second_port = second.port
+    assert second_port not in (0, first_port)
+
+
+async def test_a_killed_server_is_restarted_on_its_port_with_its_data(tmp_path: Path) -> None:
+    async with EmbeddedNatsServer(tmp_path) as server:
+        nc = await natsconn.connect(server.url, name="test")
+        js = nc.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"])
+        await js.publish("keep.one", b"1")
+        killed = server.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        await wait_for_condition(lambda: server.restarts >= 1 and nc.is_connected, 10)
+        info = await js.stream_info("KEEP")
+        await nc.close()
+        restarted = server.pid
+    assert restarted not in (None, killed)
+    assert info.state.messages == 1
+    assert not process_exists(killed)

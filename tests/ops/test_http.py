@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pollerd.errors import PollerdError
+from pollerd.errors import NotReadyError, PollerdError
 from pollerd.ops.http import AdminServer, HttpError, check_authorization, parse_cursor_body
+from pollerd.ops.httpguard import API_HEADER, PROBLEM_CONTENT_TYPE
 from pollerd.ops.metrics import Metrics
 
 TOKEN = "s3cret"
@@ -85,16 +86,34 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, server: AdminServer) -> None:
         self.session = session
         self.base = f"http://127.0.0.1:{server.port}"
+        self.problems: list[dict[str, Any]] = []
 
     async def request(
-        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        api_header: bool = True,
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {API_HEADER: "1"} if api_header else {}
+        headers |= {"Authorization": f"Bearer {token}"} if token else {}
+        headers |= extra_headers or {}
         async with self.session.request(
             method, self.base + path, headers=headers, **kwargs
         ) as response:
             if response.content_type == "application/json":
                 return response.status, await response.json()
+            if response.content_type == PROBLEM_CONTENT_TYPE:
+                # RFC 9457 problem details; the tests compare the message alone.
+                problem = await response.json(content_type=None)
+                assert problem["status"] == response.status
+                assert problem["type"] == "about:blank" and problem["title"]
+                assert problem["error"] == problem["detail"]
+                self.problems.append(problem)
+                return response.status, {"error": problem["detail"]}
             return response.status, await response.text()
 
 
@@ -418,3 +437,118 @@ def test_cursor_bodies_that_are_refused(body: Any) -> None:
         parse_cursor_body(body)
 
     assert info.value.status == 400
+
+
+# --- browsers, hosts and the network ---------------------------------------------------------
+
+
+async def test_a_forged_cross_site_text_plain_post_is_refused(
+    start: Start, backend: DictBackend
+) -> None:
+    client = await start()
+
+    forged = await client.request(
+        "POST",
+        "/v1/jobs/feeds/pause",
+        api_header=False,
+        data=b'{"reason": "pwned"}',
+        extra_headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+    )
+
+    assert forged[0] == 415
+    assert "application/json" in forged[1]["error"]
+    assert backend.rows["feeds"]["state"] == "active"
+
+
+async def test_a_json_post_from_a_foreign_origin_is_refused(
+    start: Start, backend: DictBackend
+) -> None:
+    client = await start()
+
+    forged = await client.request(
+        "POST",
+        "/v1/jobs/feeds/pause",
+        json={"reason": "pwned"},
+        api_header=False,
+        extra_headers={"Origin": "http://evil.example"},
+    )
+
+    assert forged[0] == 403
+    assert "cross-origin" in forged[1]["error"]
+    assert backend.rows["feeds"]["state"] == "active"
+
+
+async def test_a_same_origin_json_post_is_accepted(start: Start) -> None:
+    client = await start()
+    origin = client.base
+
+    paused = await client.request(
+        "POST",
+        "/v1/jobs/feeds/pause",
+        json={"reason": "maintenance"},
+        api_header=False,
+        extra_headers={"Origin": origin},
+    )
+
+    assert paused[0] == 200
+
+
+async def test_without_a_token_a_rebound_host_name_cannot_read_the_jobs(start: Start) -> None:
+    client = await start()
+
+    rebound = await client.request("GET", "/v1/jobs", extra_headers={"Host": "evil.example"})
+    health = await client.request("GET", "/healthz", extra_headers={"Host": "pod.internal"})
+
+    assert rebound[0] == 421
+    assert health[0] == 200
+
+
+async def test_a_wrong_method_is_405_with_allow(start: Start) -> None:
+    client = await start()
+
+    status, _ = await client.request("DELETE", "/v1/jobs/feeds/pause")
+
+    assert status == 405
+    assert client.problems[-1]["status"] == 405
+
+
+async def test_405_names_the_allowed_methods(start: Start) -> None:
+    client = await start()
+    async with client.session.get(client.base + "/v1/reload") as response:
+        allow = response.headers.get("Allow")
+        content_type = response.content_type
+
+    assert response.status == 405
+    assert allow == "POST"
+    assert content_type == PROBLEM_CONTENT_TYPE
+
+
+async def test_a_tick_while_starting_is_503_with_retry_after(
+    start: Start, backend: DictBackend
+) -> None:
+    backend.tick_error = NotReadyError("pollerd is starting: no ticks now")
+    client = await start()
+    async with client.session.post(
+        client.base + "/v1/jobs/feeds/tick", headers={API_HEADER: "1"}
+    ) as response:
+        retry_after = response.headers.get("Retry-After")
+
+    assert response.status == 503
+    assert retry_after == "1"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.org"])
+async def test_listening_beyond_loopback_without_a_token_is_refused(
+    backend: DictBackend, metrics: Metrics, host: str
+) -> None:
+    server = AdminServer(backend, metrics, host=host, port=0, token=None)
+    with pytest.raises(PollerdError) as refused:
+        await server.__aenter__()
+    assert "without a token" in str(refused.value)
+
+
+async def test_listening_beyond_loopback_with_a_token_is_allowed(
+    backend: DictBackend, metrics: Metrics
+) -> None:
+    async with AdminServer(backend, metrics, host="0.0.0.0", port=0, token="t") as server:
+        assert server.port > 0

@@ -271,6 +271,7 @@ def test_settings_come_from_the_pollerd_environment() -> None:
         "POLLERD_NATS_USER": "u",
         "POLLERD_NATS_PASSWORD": "p",
         "POLLERD_NATS_CREDS": "/etc/plugin.creds",
+        "POLLERD_NATS_TLS_CA": "/etc/ca.pem",
         "POLLERD_SUBJECT_PREFIX": "acme.feeds",
         "POLLERD_PLUGIN_VERSION": "2.0.1",
         "POLLERD_PARENT_PID": "4242",
@@ -280,10 +281,13 @@ def test_settings_come_from_the_pollerd_environment() -> None:
         nats_url="nats://127.0.0.1:4222",
         subject_prefix="acme.feeds",
         version="2.0.1",
-        token="tok",
-        user="u",
-        password="p",
-        creds="/etc/plugin.creds",
+        connect_options={
+            "token": "tok",
+            "user": "u",
+            "password": "p",
+            "creds": "/etc/plugin.creds",
+            "tls_ca": "/etc/ca.pem",
+        },
         parent_pid=4242,
     )
 
@@ -299,7 +303,7 @@ def test_settings_default_the_prefix_version_and_parent() -> None:
         DEFAULT_VERSION,
         77,
     )
-    assert settings.token is None
+    assert settings.connect_options == {}
 
 
 def test_settings_without_a_nats_url_say_which_variable_is_missing() -> None:

@@ -17,7 +17,6 @@ from pollerd.supervision.plugin_process import (
     describe_exit,
     plugin_command,
     plugin_environment,
-    with_parent_death_signal,
 )
 
 SUPERVISED_DIR = FIXTURES_DIR / "supervised"
@@ -115,20 +114,6 @@ def test_a_command_that_cannot_be_found_names_the_manifest(command: str, tmp_pat
 
 
 # --- with real plugins -------------------------------------------------------------------------
-
-
-def test_the_parent_death_signal_wraps_the_command_when_setpriv_is_on_the_path(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "setpriv").write_text("#!/bin/sh\n")
-    (tmp_path / "setpriv").chmod(0o755)
-
-    wrapped = with_parent_death_signal(["plugin", "-v"], str(tmp_path))
-    plain = with_parent_death_signal(["plugin", "-v"], str(tmp_path / "empty"))
-
-    if sys.platform == "linux":
-        assert wrapped == [str(tmp_path / "setpriv"), "--pdeathsig", "TERM", "--", "plugin", "-v"]
-    assert plain == ["plugin", "-v"]
 
 
 async def test_stopping_a_plugin_that_ignores_sigterm_kills_its_whole_group(

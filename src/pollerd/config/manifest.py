@@ -39,6 +39,9 @@ KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SUBJECT_PATTERN = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
 DEFAULT_SUBJECT_ROOT = "pollerd.plugins"
+# Subjects a plugin's ticks must never be sent under: events (every tick request would be stored
+# as an event), the JetStream, KV, object store and system APIs, micro discovery, reply inboxes.
+RESERVED_SUBJECT_ROOTS = ("pollerd.events", "$JS", "$KV", "$O", "$SRV", "$SYS", "_INBOX")
 DEFAULT_MAX_CONCURRENT_TICKS = 8
 MAX_CONCURRENT_TICKS = 256
 DEFAULT_TICK_TIMEOUT_S = 30.0
@@ -61,6 +64,8 @@ class Entrypoint:
     command: str  # "python" means the interpreter running pollerd; else a path or a PATH name
     args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # the only environment variables passed through
+    user: str | None = None  # run as this user / group (pollerd must run as root)
+    group: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +85,7 @@ class Manifest:
     config_schema: Mapping[str, Any] | None = field(default=None, hash=False)
     kind_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     id_line: int = field(default=1, compare=False, repr=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)  # for `check`
     folder: Path = field(init=False)  # the plugin folder: the entrypoint's working directory
 
     def __post_init__(self) -> None:
@@ -125,6 +131,8 @@ class _EntrypointModel(BaseModel):
     env: list[Annotated[str, _matches(ENV_NAME_PATTERN, "variable name")]] = Field(
         default_factory=list
     )
+    user: str | None = Field(default=None, min_length=1)
+    group: str | None = Field(default=None, min_length=1)
 
 
 class _PollerModel(BaseModel):
@@ -147,6 +155,17 @@ class _PollerModel(BaseModel):
         if problem:
             raise ValueError(problem)
         return schema
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _not_reserved(cls, prefix: str | None) -> str | None:
+        for root in RESERVED_SUBJECT_ROOTS:
+            if prefix is not None and (prefix == root or prefix.startswith(root + ".")):
+                raise ValueError(
+                    f"subject prefix {prefix!r} is under {root}, which pollerd and NATS reserve; "
+                    f"use one of your own, e.g. {DEFAULT_SUBJECT_ROOT}.<id>"
+                )
+        return prefix
 
     @field_validator("kinds")
     @classmethod
@@ -234,7 +253,9 @@ def _manifest(path: Path, plugin: _PluginModel, lines: _TomlLines) -> Manifest:
         version=plugin.version,
         description=plugin.description,
         path=Path(os.path.normpath(path.absolute())),
-        entrypoint=Entrypoint(entry.command, tuple(entry.args), tuple(entry.env))
+        entrypoint=Entrypoint(
+            entry.command, tuple(entry.args), tuple(entry.env), entry.user, entry.group
+        )
         if entry
         else None,
         kinds=tuple(poller.kinds),
@@ -246,7 +267,34 @@ def _manifest(path: Path, plugin: _PluginModel, lines: _TomlLines) -> Manifest:
         config_schema=poller.config_schema,
         kind_lines={kind: lines.value_line(KINDS_KEY, kind) for kind in poller.kinds},
         id_line=lines.line_of(("plugin", "id")),
+        warnings=_entrypoint_warnings(path, entry, lines),
     )
+
+
+def _entrypoint_warnings(
+    path: Path, entry: _EntrypointModel | None, lines: _TomlLines
+) -> tuple[str, ...]:
+    """An entrypoint whose program or script lies outside the plugin folder (``../../x.sh``):
+    allowed, but `pollerd check` says so. Absolute paths and PATH names are deliberate."""
+    if entry is None:
+        return ()
+    folder = path.absolute().parent.resolve()
+    script = next((a for a in entry.args if not a.startswith("-")), None)
+    candidates = [("command", entry.command)]
+    if entry.command == "python" and script is not None and not entry.args[0].startswith("-m"):
+        candidates.append(("args", script))
+    found = []
+    for key, value in candidates:
+        if os.sep not in value or os.path.isabs(value):
+            continue
+        target = (folder / value).resolve()
+        if not target.is_relative_to(folder):
+            line = lines.line_of(("plugin", "entrypoint", key))
+            found.append(
+                f"{path}:{line}: plugin.entrypoint.{key}: {value!r} is outside the plugin "
+                f"folder {folder} (it resolves to {target})"
+            )
+    return tuple(found)
 
 
 class _TomlLines:

@@ -178,6 +178,7 @@ class NatsModel(BaseModel):
     model_config = _STRICT
 
     url: str = "embedded"
+    port: Annotated[int, Field(ge=1, le=MAX_PORT)] | None = None  # embedded server only
     token: str | None = None
     user: str | None = None
     password: str | None = None
@@ -200,6 +201,8 @@ class NatsModel(BaseModel):
     def _user_with_password(self) -> NatsModel:
         if bool(self.user) != bool(self.password):
             raise ValueError("user and password must be set together")
+        if self.port is not None and self.url != "embedded":
+            raise ValueError("port is for the embedded server; put it in the url")
         return self
 
 

@@ -63,6 +63,7 @@ MERGED_PER_KEY = ("retry", "breaker")
 @dataclass(frozen=True)
 class NatsConfig:
     url: str = "embedded"  # "embedded", or nats:// / tls:// URLs (comma-separated for a cluster)
+    port: int = 0  # the embedded server's port; 0: the last one when free, else any
     token: str | None = None
     user: str | None = None
     password: str | None = None
@@ -360,6 +361,7 @@ def _nats_config(top: FileModel, base: Path) -> NatsConfig:
     tls = nats.tls
     return NatsConfig(
         url=nats.url,
+        port=nats.port or 0,
         token=nats.token or None,
         user=nats.user or None,
         password=nats.password or None,

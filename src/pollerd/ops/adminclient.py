@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from pollerd.errors import PollerdError
+from pollerd.ops.httpguard import API_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ async def call(
     error status is returned, not raised.
     """
     url = base_url(host, port) + path
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The API header marks a deliberate API call: browsers cannot send it across sites.
+    headers = {API_HEADER: "1"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with (

@@ -128,6 +128,13 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "10s), for editors and the YAML language server.",
         ("pollerd schema pollers > pollers.schema.json", "pollerd schema plugin"),
     ),
+    "nats-permissions": (
+        "print the NATS permissions of pollerd and of each plugin",
+        "Print the users pollerd and each long-lived plugin need on an external NATS server,\n"
+        "with the least permissions that work (an `authorization` block to adapt). With\n"
+        "--env PLUGIN, print what an external plugin sets to reach the embedded server.",
+        ("pollerd nats-permissions", "pollerd nats-permissions --env feeds > feeds.env"),
+    ),
     "new-plugin": (
         "write a working plugin folder to start from",
         "Write a plugin folder (plugin.toml and a handler) that runs as is.",
@@ -232,6 +239,9 @@ def _add_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     subs["cursor"].add_argument("value", nargs="?", help="base64url, for set")
     subs["events"].add_argument("--job", default=None, help="only this job's events")
     subs["events"].add_argument("--follow", action="store_true", help="wait for new events")
+    subs["nats-permissions"].add_argument(
+        "--env", metavar="PLUGIN", default=None, help="an external plugin's environment"
+    )
     new_plugin = subs["new-plugin"]
     new_plugin.add_argument("name", help="the plugin id, also the folder name")
     new_plugin.add_argument("--lifecycle", required=True, choices=["ephemeral", "long_lived"])

@@ -14,7 +14,13 @@ from typing import Any, Protocol, Self
 
 from aiohttp import web
 
-from pollerd.errors import PollerdError
+from pollerd.errors import NotReadyError, PollerdError
+from pollerd.ops.httpguard import (
+    HttpError,
+    check_browser_safety,
+    check_listen,
+    problem,
+)
 from pollerd.ops.metrics import Metrics
 from pollerd.wire import MAX_CURSOR_BYTES, decode_cursor
 
@@ -27,6 +33,7 @@ MAX_BODY_BYTES = 1024 * 1024
 BEARER_PREFIX = "Bearer "
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 10_000
+RETRY_AFTER_S = "1"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,17 +72,8 @@ class AdminBackend(Protocol):
         """Component name -> None when ready, else why it is not."""
 
 
-class HttpError(Exception):
-    """A request the admin API refuses, answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
-
-
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return problem(status, message)
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -168,11 +166,13 @@ def error_for(request: web.Request, exc: Exception) -> web.Response:
     """The JSON answer to an exception raised while serving ``request``."""
     job_id = request.match_info.get("id")
     if isinstance(exc, HttpError):
-        return error_response(exc.status, exc.message)
+        return problem(exc.status, exc.message, headers=exc.headers)
     if isinstance(exc, KeyError) and job_id is not None:
         return error_response(404, f"unknown job {job_id!r}")
     if isinstance(exc, ValueError):
         return error_response(400, str(exc))
+    if isinstance(exc, NotReadyError):
+        return problem(503, str(exc), headers={"Retry-After": RETRY_AFTER_S})
     if isinstance(exc, PollerdError):
         return error_response(409, str(exc))
     if request.path in HEALTH_PATHS:
@@ -225,6 +225,7 @@ class AdminServer:
         return app
 
     async def __aenter__(self) -> Self:
+        check_listen(self._host, self._token)
         runner = web.AppRunner(self._app(), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._requested_port)
@@ -265,13 +266,17 @@ class AdminServer:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
+            kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
+            detail = f"{exc.reason}: {request.method} {request.path}"
+            return problem(exc.status, detail, headers=kept)
         except Exception as exc:
             return error_for(request, exc)
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        refusal = check_authorization(
+        refusal = check_browser_safety(
+            request.method, request.path, request.headers, token=self._token
+        ) or check_authorization(
             request.method, request.headers.get("Authorization"), request.remote, self._token
         )
         if refusal is not None:
@@ -384,4 +389,6 @@ class AdminServer:
 
     async def _reload(self, request: web.Request) -> web.Response:
         result = await self._backend.reload()
-        return web.json_response(result, status=200 if result.get("ok") else 409)
+        if result.get("ok"):
+            return web.json_response(result)
+        return problem(409, str(result.get("error")), **result)

@@ -9,6 +9,9 @@ Environment (pollerd sets it for the plugins it supervises; set it yourself for 
     POLLERD_NATS_USER       optional user, with POLLERD_NATS_PASSWORD
     POLLERD_NATS_PASSWORD
     POLLERD_NATS_CREDS      optional path to a .creds file (needs the nkeys package)
+    POLLERD_NATS_TLS_CA     optional CA file (PEM) to verify the server's certificate
+    POLLERD_NATS_TLS_CERT   optional client certificate (PEM), with POLLERD_NATS_TLS_KEY
+    POLLERD_NATS_TLS_KEY
     POLLERD_SUBJECT_PREFIX  ticks are served on <prefix>.tick; default pollerd.plugins.<plugin id>
     POLLERD_PLUGIN_VERSION  semantic version shown by $SRV.INFO; default 0.0.0
     POLLERD_PARENT_PID      exit when this process is gone; unset: the parent at start (unless
@@ -40,7 +43,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -62,10 +65,11 @@ __all__ = ["ServedPlugin", "ServiceSettings", "TickService", "serve", "watched_p
 logger = logging.getLogger(__name__)
 
 ENV_NATS_URL = "POLLERD_NATS_URL"
-ENV_NATS_TOKEN = "POLLERD_NATS_TOKEN"
-ENV_NATS_USER = "POLLERD_NATS_USER"
-ENV_NATS_PASSWORD = "POLLERD_NATS_PASSWORD"
-ENV_NATS_CREDS = "POLLERD_NATS_CREDS"
+# connect() option -> the variable it comes from (credentials and TLS files)
+CONNECT_ENV = {
+    key: f"POLLERD_NATS_{key.upper()}"
+    for key in ("token", "user", "password", "creds", "tls_ca", "tls_cert", "tls_key")
+}
 ENV_SUBJECT_PREFIX = "POLLERD_SUBJECT_PREFIX"
 ENV_PLUGIN_VERSION = "POLLERD_PLUGIN_VERSION"
 
@@ -108,10 +112,7 @@ class ServiceSettings:
     nats_url: str
     subject_prefix: str
     version: str = DEFAULT_VERSION
-    token: str | None = None
-    user: str | None = None
-    password: str | None = None
-    creds: str | None = None
+    connect_options: Mapping[str, str] = field(default_factory=dict)  # see CONNECT_ENV
     parent_pid: int | None = None
 
     @classmethod
@@ -137,10 +138,7 @@ class ServiceSettings:
             subject_prefix=environ.get(ENV_SUBJECT_PREFIX, "").strip()
             or f"{DEFAULT_PREFIX_ROOT}.{plugin_id}",
             version=version,
-            token=environ.get(ENV_NATS_TOKEN) or None,
-            user=environ.get(ENV_NATS_USER) or None,
-            password=environ.get(ENV_NATS_PASSWORD) or None,
-            creds=environ.get(ENV_NATS_CREDS) or None,
+            connect_options={k: environ[v] for k, v in CONNECT_ENV.items() if environ.get(v)},
             parent_pid=watched_parent(environ, ppid),
         )
 
@@ -358,10 +356,7 @@ async def serve(
         nc = await natsconn.connect(
             settings.nats_url,
             name=f"pollerd-plugin-{plugin.plugin_id}",
-            token=settings.token,
-            user=settings.user,
-            password=settings.password,
-            creds=settings.creds,
+            **settings.connect_options,  # type: ignore[arg-type]  # str options only
         )
         try:
             async with TickService(

@@ -22,18 +22,18 @@ from pollerd.engine.dispatcher import Dispatcher
 from pollerd.engine.events import EventPublisher
 from pollerd.engine.runner import STATUS_STORE, TickOutcome, TickRunner
 from pollerd.engine.scheduler import Scheduler
-from pollerd.errors import PollerdError
-from pollerd.natsio.connection import connect, connect_from_config
+from pollerd.errors import NotReadyError, PollerdError
+from pollerd.natsio.connection import connect_from_config
 from pollerd.natsio.jetstream import JetStreamPublisher
-from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops.metrics import Metrics
 from pollerd.service.catchup import catchup
 from pollerd.service.faults import fault_after_publish
 from pollerd.service.leadership import Leadership, make_leadership
+from pollerd.service.natsaccess import NatsAccess
 from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
-from pollerd.service.routes import RouteTable, nats_env, supervised
+from pollerd.service.routes import RouteTable, supervised
 from pollerd.stores import open_store
 from pollerd.stores.base import Store
 from pollerd.stores.statelock import StateLock
@@ -84,6 +84,7 @@ class Service:
             readiness=self.readiness,
         )
         self.nc: Client | None = None
+        self.nats = NatsAccess(self.config.nats)
         self.nats_url: str | None = None
         self.supervisor: Supervisor | None = None
         self.config_error: str | None = None
@@ -170,19 +171,11 @@ class Service:
         )
 
     async def _start_nats(self) -> EventPublisher:
-        nats_config = self.config.nats
-        if nats_config.embedded:
-            server = EmbeddedNatsServer(self.config.state_dir / "nats")
-            await self._stack.enter_async_context(server)
-            self.link.server = server
-            self.nats_url = server.url
-            # `pollerd events` reads the stream through the running server, found by this file.
-            (self.config.state_dir / "nats" / "url").write_text(server.url + "\n")
-            nc = await connect(server.url, name="pollerd", on_lost=self.link.lost)
-            logger.info("embedded nats-server listening on %s", server.url)
-        else:
-            self.nats_url = nats_config.url
-            nc = await connect_from_config(nats_config, name="pollerd", on_lost=self.link.lost)
+        manifests = self.setup.router.plugins()
+        store_dir = self.config.state_dir / "nats"
+        nc = await self.nats.start(self._stack, store_dir, manifests, on_lost=self.link.lost)
+        self.nats_url = self.nats.url
+        self.link.server = self.nats.server  # restarted when JetStream is stuck
         self.nc = self.link.attach(nc, self.nats_url)
         self._stack.push_async_callback(self.link.close)
         publisher = JetStreamPublisher(self.nc, on_stall=self.link.restart_server)
@@ -197,7 +190,7 @@ class Service:
                 nc=self.nc,
                 nats_url=self.nats_url or "",
                 environ=self.environ,
-                nats_env=nats_env(self.config.nats),
+                plugin_env=self.nats.plugin_env,
                 extra_env=self._extra_env(),
                 on_change=self._on_plugin_change,
                 **self._supervisor_options,  # type: ignore[arg-type]
@@ -309,7 +302,7 @@ class Service:
         None means the overlap policy did not run it (a tick of the job is already running).
         """
         if self.phase != PHASE_RUNNING or self._dispatcher is None or self._runner is None:
-            raise PollerdError(f"pollerd is {self.phase}: no ticks now; retry once it is ready")
+            raise NotReadyError(f"pollerd is {self.phase}: no ticks now; retry once it is ready")
         job = self._dispatcher.job(job_id)
         if job is None:
             raise KeyError(job_id)
@@ -327,7 +320,7 @@ class Service:
     async def reload(self) -> dict[str, object]:
         """Validate the config on disk; apply it if valid, else keep running the old one."""
         if self.phase != PHASE_RUNNING:
-            return {"ok": False, "error": f"pollerd is {self.phase}; reload once it is ready"}
+            raise NotReadyError(f"pollerd is {self.phase}; reload once it is ready")
         async with self._reload_lock:
             try:
                 prepared = await prepare_reload(self.setup, self.environ)
@@ -370,6 +363,7 @@ class Service:
             await self._routes.remove(plugin_id)
             self.metrics.forget_plugin(plugin_id)
         self.setup = new
+        await self.nats.plugins_changed(new.router.plugins())
         for manifest in (*plan.plugins_added, *plan.plugins_changed):
             if supervised(manifest, self.nc) and self.supervisor is not None:
                 await self.supervisor.add(manifest)

@@ -11,9 +11,11 @@ from collections.abc import Iterator, Mapping
 from nats.aio.client import Client
 
 from pollerd.config.manifest import Manifest
-from pollerd.config.pollers import NatsConfig, ServiceConfig
+from pollerd.config.pollers import ServiceConfig
 from pollerd.engine.runner import Route
-from pollerd.errors import PollerdError
+from pollerd.errors import PollerdError, SupervisorError
+from pollerd.supervision.lifeline import popen_identity
+from pollerd.supervision.plugin_process import plugin_identity
 from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.supervision.supervisor import Supervisor
 from pollerd.transports.base import Transport
@@ -24,18 +26,6 @@ from pollerd.transports.subprocess import SubprocessTransport
 
 # A supervised plugin in one of these states has no process: its in-flight ticks fail at once.
 _GONE = (PluginState.BACKOFF, PluginState.FAILED, PluginState.STOPPED)
-
-
-def nats_env(config: NatsConfig) -> dict[str, str]:
-    """The credentials a supervised plugin needs to reach the same NATS server."""
-    env = {}
-    for key, name in (("token", "TOKEN"), ("user", "USER"), ("password", "PASSWORD")):
-        value = getattr(config, key, None)
-        if value:
-            env[f"POLLERD_NATS_{name}"] = str(value)
-    if config.creds:
-        env["POLLERD_NATS_CREDS"] = str(config.creds)
-    return env
 
 
 def supervised(manifest: Manifest, nc: Client | None) -> bool:
@@ -111,12 +101,17 @@ class RouteTable:
                 connect=functools.partial(self._supervisor.zygote_channel, manifest.id),
             )
         elif manifest.lifecycle == "ephemeral":
+            try:
+                identity = plugin_identity(manifest)
+            except SupervisorError as exc:
+                raise PollerdError(str(exc)) from exc
             transport = SubprocessTransport.from_manifest(
                 manifest,
                 self._environ,
                 python=sys.executable,
                 max_cursor_bytes=self._config.max_cursor_bytes,
                 extra_env=self._extra_env,
+                identity=popen_identity(identity),
             )
         else:
             if self._nc is None:

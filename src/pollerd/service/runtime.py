@@ -1,4 +1,4 @@
-"""Running the service as a process: signals, the child watcher, GC settings."""
+"""Running the service as a process: signals, the child watcher, GC settings, not dumpable."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pollerd.errors import PollerdError
 from pollerd.service.core import Service
 from pollerd.service.sdnotify import READY, STOPPING, Notifier
 from pollerd.service.watch import ConfigWatcher
+from pollerd.supervision.lifeline import set_not_dumpable
 from pollerd.transports.subprocess import pidfd_child_watcher
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ async def run_service(setup: Setup, environ: Mapping[str, str]) -> None:
     """Run until SIGTERM or SIGINT; exits cleanly with in-flight ticks committed or cancelled."""
     loop = asyncio.get_running_loop()
     systemd = Notifier(environ)
+    if not set_not_dumpable():
+        logger.warning("pollerd stays dumpable: processes of its user may read its memory")
     with pidfd_child_watcher(loop):
         service = Service(setup, environ=environ)
         # Handlers before the start: as PID 1 (a container) a signal without a handler is

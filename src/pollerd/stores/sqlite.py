@@ -48,6 +48,7 @@ from pollerd.stores.base import (
     Unset,
     fresh_state,
 )
+from pollerd.stores.private import private_database
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class SqliteStore(Store):
         if self._conn is not None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_database(self.path)
         except OSError as exc:
             raise StoreError(
                 f"state store {self.path}: cannot create its directory {self.path.parent}: "

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from pollerd.errors import PollerdError
+from pollerd.stores.private import private_dir, private_file
 
 LOCK_NAME = "pollerd.lock"
 
@@ -31,8 +32,9 @@ class StateLock:
 
     def __enter__(self) -> Self:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            private_file(self.path)
+            fd = os.open(self.path, os.O_RDWR)
         except OSError as exc:
             raise PollerdError(f"cannot create the lock file {self.path}: {exc.strerror}") from exc
         try:

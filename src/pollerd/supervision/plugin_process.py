@@ -3,9 +3,9 @@
 The plugin leads a session of its own (its pid is its process group id), so stopping it reaches
 every process it started: SIGTERM to the group, a grace period, then SIGKILL to the group, and the
 plugin is always reaped. Its stdout and stderr go line by line to the ``pollerd.plugin`` logger and
-the last stderr lines are kept for the reason of a crash. When ``setpriv`` (util-linux) is on the
-PATH the plugin also gets a parent-death signal, so it ends with pollerd even when pollerd itself
-is SIGKILLed; the SDK watches its parent as well. Its output is logged within a rate limit
+the last stderr lines are kept for the reason of a crash. The plugin also gets a parent-death
+signal (``supervision.lifeline``), so it ends with pollerd even when pollerd itself is SIGKILLed;
+the SDK watches its parent as well. Its output is logged within a rate limit
 (``pollerd.transports.output``).
 """
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,6 @@ plugin_logger = logging.getLogger("pollerd.plugin")
 
 MODE_LONG_LIVED = "long_lived"
 PYTHON_COMMAND = "python"
-PDEATHSIG_TOOL = "setpriv"
-PDEATHSIG_SIGNAL = "TERM"
 READ_CHUNK_BYTES = 64 * 1024
 PIPE_EOF_WAIT_S = 1.0
 KILL_WAIT_S = 5.0
@@ -111,10 +110,26 @@ def plugin_command(manifest: Manifest, *, python: str, search_path: str | None) 
     return [program, *entrypoint.args]
 
 
-def with_parent_death_signal(argv: list[str], search_path: str | None) -> list[str]:
-    """``argv`` run through ``setpriv --pdeathsig`` when the tool exists (Linux), else as is."""
-    tool = shutil.which(PDEATHSIG_TOOL, path=search_path) if sys.platform == "linux" else None
-    return [tool, "--pdeathsig", PDEATHSIG_SIGNAL, "--", *argv] if tool else argv
+def plugin_identity(manifest: Manifest, *, euid: int | None = None) -> tuple[int, int] | None:
+    """The (uid, gid) a plugin runs as, from ``user``/``group`` of its entrypoint; None: as
+    pollerd. ``SupervisorError`` when a name is unknown or pollerd cannot switch (not root)."""
+    entry = manifest.entrypoint
+    if entry is None or (entry.user is None and entry.group is None):
+        return None
+    where = f"plugin {manifest.id!r} ({manifest.path})"
+    try:
+        user = pwd.getpwnam(entry.user) if entry.user is not None else None
+        group = grp.getgrnam(entry.group).gr_gid if entry.group is not None else None
+    except KeyError as exc:
+        raise SupervisorError(f"{where}: unknown user or group {exc.args[0]}") from None
+    if (os.geteuid() if euid is None else euid) != 0:
+        raise SupervisorError(
+            f"{where}: runs as user={entry.user} group={entry.group}, but pollerd is not root "
+            "and cannot switch users; run pollerd as root or remove user/group"
+        )
+    uid = user.pw_uid if user is not None else os.getuid()
+    gid = group if group is not None else (user.pw_gid if user is not None else os.getgid())
+    return uid, gid
 
 
 async def _drain(stream: asyncio.StreamReader | None, output: OutputLimiter) -> None:

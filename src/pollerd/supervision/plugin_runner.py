@@ -38,12 +38,13 @@ from pollerd import wire
 from pollerd.config.manifest import Manifest
 from pollerd.engine.policy import recent_restarts, restart_allowed, restart_delay_s
 from pollerd.errors import SupervisorError
+from pollerd.supervision.lifeline import with_parent_death_signal
 from pollerd.supervision.plugin_process import (
     PluginProcess,
     describe_exit,
     plugin_command,
     plugin_environment,
-    with_parent_death_signal,
+    plugin_identity,
 )
 from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.wire import service_name, tick_subject
@@ -125,6 +126,7 @@ class RunnerSettings:
     nats_url: str
     environ: Mapping[str, str]
     nats_env: Mapping[str, str]
+    plugin_env: Callable[[Manifest], Mapping[str, str]]  # a plugin's own (its credentials)
     extra_env: Mapping[str, str]
     python: str
     clock: Callable[[], datetime]
@@ -242,20 +244,21 @@ class PluginRunner:
         search_path = self._s.environ.get("PATH")
         try:
             argv = plugin_command(self.manifest, python=self._s.python, search_path=search_path)
+            identity = plugin_identity(self.manifest)
         except SupervisorError as exc:
             return _Ended(str(exc), restart=False)
         env = plugin_environment(
             self.manifest,
             environ=self._s.environ,
             nats_url=self._s.nats_url,
-            nats_env=self._s.nats_env,
+            nats_env={**self._s.nats_env, **self._s.plugin_env(self.manifest)},
             extra_env=self._s.extra_env,
             parent_pid=os.getpid(),
         )
         try:
             process = await PluginProcess.spawn(
                 self.plugin_id,
-                with_parent_death_signal(argv, search_path),
+                with_parent_death_signal(argv, python=self._s.python, identity=identity),
                 cwd=self.manifest.folder,
                 env=env,
             )

@@ -28,6 +28,10 @@ from pollerd.transports.zygote import ZygoteChannel
 logger = logging.getLogger(__name__)
 
 
+def _no_env(manifest: Manifest) -> Mapping[str, str]:
+    return {}
+
+
 # --- all plugins -------------------------------------------------------------------------------
 
 
@@ -51,6 +55,7 @@ class Supervisor:
         nats_url: str,
         environ: Mapping[str, str],
         nats_env: Mapping[str, str] | None = None,
+        plugin_env: Callable[[Manifest], Mapping[str, str]] | None = None,
         extra_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         clock: Callable[[], datetime] = utc_now,
@@ -72,6 +77,7 @@ class Supervisor:
             nats_url=nats_url,
             environ=dict(environ),
             nats_env=dict(nats_env or {}),
+            plugin_env=plugin_env or _no_env,
             extra_env=dict(extra_env or {}),
             python=python,
             clock=clock,

@@ -21,11 +21,11 @@ from typing import Any
 
 from pollerd.config.manifest import Manifest
 from pollerd.errors import PluginUnavailableError, SupervisorError
+from pollerd.supervision.lifeline import with_parent_death_signal
 from pollerd.supervision.plugin_process import (
     PluginProcess,
     describe_exit,
     plugin_command,
-    with_parent_death_signal,
 )
 from pollerd.supervision.plugin_runner import (
     PluginRunner,
@@ -117,7 +117,7 @@ class ZygoteRunner(PluginRunner):
         try:
             process = await PluginProcess.spawn(
                 self.plugin_id,
-                with_parent_death_signal(argv, search_path),
+                with_parent_death_signal(argv, python=self._s.python),
                 cwd=self.manifest.folder,
                 env=env,
                 pass_fds=(theirs.fileno(),),

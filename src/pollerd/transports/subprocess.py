@@ -102,6 +102,7 @@ class SubprocessTransport(Transport):
         max_cursor_bytes: int = wire.MAX_CURSOR_BYTES,
         kill_grace_s: float = 2.0,
         extra_env: Mapping[str, str] | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.plugin_id = plugin_id
         self.command = command
@@ -115,6 +116,7 @@ class SubprocessTransport(Transport):
         self._program: str | None = None
         self._env = plugin_environ(plugin_id, env_allow, environ, extra_env)
         self._leftovers = LeftoverSweeper(plugin_id)
+        self._identity = dict(identity or {})  # Popen's user, group, extra_groups (root only)
 
     @classmethod
     def from_manifest(
@@ -205,6 +207,7 @@ class SubprocessTransport(Transport):
                 cwd=self.cwd,
                 env={**self._env, **mark},
                 start_new_session=True,
+                **self._identity,
             )
         except OSError as exc:
             self._program = None  # resolve again next time: the command may get installed
