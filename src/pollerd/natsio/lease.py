@@ -40,7 +40,10 @@ LEASE_BUCKET_SUFFIX = "_LEADER"
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 REFUSED_CODES = (10071, 10164)  # wrong last sequence (10164: also "check in flight")
 REQUEST_TIMEOUT_FRACTION = 0.25
-CANCEL_RETRY_S = 0.1  # a NATS call of the lease loop waits at most T/4
+CANCEL_RETRY_S = 0.1
+OPEN_TIMEOUT_S = 30.0
+OPEN_REQUEST_TIMEOUT_S = 5.0
+OPEN_RETRY_S = 0.2  # a NATS call of the lease loop waits at most T/4
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ class LeaderLease:
         self._revision = 0  # the lease key's revision after our last create or renewal
         self._valid_until = 0.0  # monotonic
         self._task: asyncio.Task[None] | None = None
+        # A renewal must fail fast: it waits at most T/4 (the bucket's own calls wait longer).
+        self._renewals = nc.jetstream(timeout=ttl_s * REQUEST_TIMEOUT_FRACTION)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -170,17 +175,26 @@ class LeaderLease:
             await self._release()
 
     async def _bucket(self) -> KeyValue:
-        js = self._nc.jetstream(timeout=self.ttl_s * REQUEST_TIMEOUT_FRACTION)
-        try:
+        """Open (or create) the lease bucket; retried for ``OPEN_TIMEOUT_S``: a new R3 stream
+        may take seconds to elect its leader on a busy cluster."""
+        js = self._nc.jetstream(timeout=OPEN_REQUEST_TIMEOUT_S)
+        give_up_at = time.monotonic() + OPEN_TIMEOUT_S
+        while True:
             try:
-                return await js.key_value(self.bucket)
-            except BucketNotFoundError:
-                replicas = self._replicas or (3 if len(self._nc.servers) >= 3 else 1)
-                # history 1: with more, an expiring lease would bring the previous one back.
-                config = KeyValueConfig(bucket=self.bucket, history=1, replicas=replicas)
-                return await js.create_key_value(config=config)
-        except (NatsClientError, OSError) as exc:
-            raise NatsError(f"cannot open the leader lease bucket {self.bucket}: {exc!r}") from exc
+                try:
+                    return await js.key_value(self.bucket)
+                except BucketNotFoundError:
+                    replicas = self._replicas or (3 if len(self._nc.servers) >= 3 else 1)
+                    # history 1: with more, an expiring lease would bring the previous one back.
+                    config = KeyValueConfig(bucket=self.bucket, history=1, replicas=replicas)
+                    return await js.create_key_value(config=config)
+            except (NatsClientError, OSError) as exc:
+                if time.monotonic() > give_up_at:
+                    raise NatsError(
+                        f"cannot open the leader lease bucket {self.bucket}: {exc!r}"
+                    ) from exc
+                logger.debug("leader lease bucket %s not ready: %r", self.bucket, exc)
+            await asyncio.sleep(OPEN_RETRY_S)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -243,7 +257,7 @@ class LeaderLease:
         body = json.dumps(self.leader.to_json()).encode()
         sent = self._clock()
         try:
-            ack = await self._kv._js.publish(
+            ack = await self._renewals.publish(
                 f"$KV.{self.bucket}.{LEASE_KEY}",
                 body,
                 headers={EXPECTED_LAST: str(self._revision)},

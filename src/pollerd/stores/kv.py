@@ -134,8 +134,10 @@ class KvStore(Store):
         self._known.clear()
 
     async def _bucket(self, nc: Client) -> KeyValue:
+        """Open or create the bucket (retried: a new R3 stream may take seconds to be ready)."""
         js = nc.jetstream(timeout=self.timeout_s)
-        async with self._translate("open the bucket"):
+
+        async def open_or_create() -> KeyValue:
             try:
                 return await js.key_value(self.bucket)
             except BucketNotFoundError:
@@ -143,6 +145,8 @@ class KvStore(Store):
                 logger.info("creating KV bucket %s with %d replica(s)", self.bucket, replicas)
                 config = KeyValueConfig(bucket=self.bucket, history=1, replicas=replicas)
                 return await js.create_key_value(config=config)
+
+        return await self._retry("open the bucket", open_or_create)
 
     async def _check_schema(self, kv: KeyValue) -> None:
         """A new bucket's stream may still elect its leader: reads are retried (``_retry``)."""
