@@ -46,6 +46,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ephemeral.py
 	$(BIN)/python bench/nats.py
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf $(VENV) .pollerd .mypy_cache .ruff_cache .pytest_cache .coverage

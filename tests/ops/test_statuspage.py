@@ -59,6 +59,15 @@ def test_an_active_job_whose_last_tick_failed_shows_as_failing(
     assert display_state(job("a", state, last)) == shown
 
 
+def test_an_active_job_whose_next_run_is_long_past_shows_as_late() -> None:
+    late = job("a", next_run_at="2026-11-22T07:58:00Z")
+    due = job("b", next_run_at="2026-11-22T07:59:50Z")
+
+    assert display_state(late, NOW) == "late"
+    assert display_state(due, NOW) == "active"
+    assert display_state(job("c", "paused", next_run_at="2026-11-22T07:00:00Z"), NOW) == "paused"
+
+
 def test_bars_grow_with_duration_between_the_minimum_and_maximum_height() -> None:
     heights = bar_heights([0.0, 0.01, 0.5, 2.0])
 

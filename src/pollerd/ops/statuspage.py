@@ -16,7 +16,8 @@ from typing import Any
 
 REFRESH_S = 5
 STRIP_TICKS = 20
-FILTERS = ("all", "failing", "active", "paused", "broken", "disabled")
+FILTERS = ("all", "failing", "late", "active", "paused", "broken", "disabled")
+LATE_AFTER_S = 30.0  # an active job whose next run is this far in the past is shown late
 BAR_MIN_PX = 4
 BAR_MAX_PX = 26
 OUTCOME_CLASSES = {
@@ -42,7 +43,7 @@ th{font-size:12px;text-transform:uppercase;color:#5b6472}
 .state{padding:2px 8px;border-radius:10px;font-weight:600;font-size:12px;white-space:nowrap}
 .state.active{background:#d8f1df;color:#1f6b36}.state.failing{background:#fbdcdc;color:#a12c2c}
 .state.paused{background:#fff1c9;color:#7a5b00}.state.broken{background:#ead9f2;color:#64307a}
-.state.disabled{background:#e3e6eb;color:#5b6472}
+.state.disabled{background:#e3e6eb;color:#5b6472}.state.late{background:#ffe2c4;color:#8a4b00}
 .state.running{background:#d8f1df;color:#1f6b36}
 .state.external,.state.on_demand{background:#dde8f7;color:#244f86}
 .state.starting,.state.backoff{background:#fff1c9;color:#7a5b00}
@@ -61,12 +62,19 @@ def outcome_class(status: str) -> str:
     return OUTCOME_CLASSES.get(status, "fail")
 
 
-def display_state(row: Mapping[str, Any]) -> str:
-    """The state shown: the job's state, or ``failing`` for an active job whose last tick failed."""
+def display_state(row: Mapping[str, Any], now: datetime | None = None) -> str:
+    """The state shown: the job's state; for an active job ``failing`` when its last tick
+    failed, else ``late`` when its next run is more than LATE_AFTER_S in the past."""
     state = str(row.get("state"))
+    if state != "active":
+        return state
     last = row.get("last_status")
-    if state == "active" and last is not None and last != "ok":
+    if last is not None and last != "ok":
         return "failing"
+    next_run = row.get("next_run_at")
+    if now is not None and next_run:
+        if (now - datetime.fromisoformat(next_run)).total_seconds() > LATE_AFTER_S:
+            return "late"
     return state
 
 
@@ -108,7 +116,7 @@ def _strip(ticks: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _job_row(row: Mapping[str, Any], ticks: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    state = display_state(row)
+    state = display_state(row, now)
     last = row.get("last_status") or "never ran"
     when = relative(row.get("last_run_at"), now) if row.get("last_run_at") else ""
     problem = row.get("reason") or (row.get("last_error") if last != "ok" else None)
@@ -151,10 +159,11 @@ def render_status_page(
     counts = {name: 0 for name in FILTERS}
     counts["all"] = len(jobs)
     for row in jobs:
-        counts[display_state(row)] = counts.get(display_state(row), 0) + 1
-        if display_state(row) == "failing":
+        state = display_state(row, now)
+        counts[state] = counts.get(state, 0) + 1
+        if state in ("failing", "late"):
             counts["active"] += 1
-    shown = [row for row in jobs if _matches(row, selected)]
+    shown = [row for row in jobs if _matches(display_state(row, now), selected)]
     not_ready = {name: reason for name, reason in readiness.items() if reason is not None}
     ready = (
         '<span class="ready yes">ready</span>'
@@ -192,10 +201,9 @@ refreshes every {REFRESH_S}s</span>
 """
 
 
-def _matches(row: Mapping[str, Any], selected: str) -> bool:
+def _matches(state: str, selected: str) -> bool:
     if selected == "all":
         return True
-    state = display_state(row)
     if selected == "active":
-        return state in ("active", "failing")
+        return state in ("active", "failing", "late")
     return state == selected
