@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["ephemeral.py", "nats.py", "failover.py", "history.py"])
+@pytest.mark.parametrize(
+    "script", ["config.py", "ephemeral.py", "nats.py", "failover.py", "history.py"]
+)
 def test_a_benchmark_script_starts(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--help"],
