@@ -103,6 +103,7 @@ class KvStore(Store):
         self._known: dict[str, Record] = {}  # the last record read or written, by key
         self._locks: dict[str, asyncio.Lock] = {}
         self._deleted: dict[str, int] = {}  # key -> revision of its delete marker
+        self._all: tuple[int, list[Record]] | None = None  # (version, every record) last read
 
     def __repr__(self) -> str:
         return f"KvStore(bucket={self.bucket!r})"
@@ -172,6 +173,7 @@ class KvStore(Store):
     async def close(self) -> None:
         nc, self._nc, self._kv = self._nc, None, None
         self._known.clear()
+        self._all = None
         if nc is not None:
             await nc.close()
 
@@ -184,12 +186,14 @@ class KvStore(Store):
     async def all(self) -> list[JobState]:
         return [record.state for record in await self._records()]
 
-    async def records(self) -> list[Record]:
-        """Every job's record, ordered by job id (the CLI shows the epochs)."""
-        return await self._records()
-
     async def _records(self) -> list[Record]:
+        """Read through a watch of ``job.>`` (one consumer), unless the stream's last sequence
+        says nothing was written since the last time (the service reads all jobs twice a
+        second for its gauges)."""
         kv = self._bucket_or_raise()
+        version = await self.version()
+        if self._all is not None and self._all[0] == version:
+            return self._all[1]
         found: list[Record] = []
         async with self._translate("read the jobs"):
             watcher = await kv.watch(JOB_KEY_PREFIX + ">", ignore_deletes=True)
@@ -201,7 +205,9 @@ class KvStore(Store):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         for record in found:
             self._known[job_key(record.state.job_id)] = record
-        return sorted(found, key=lambda record: record.state.job_id)
+        records = sorted(found, key=lambda record: record.state.job_id)
+        self._all = (version, records)
+        return records
 
     async def version(self) -> int:
         kv = self._bucket_or_raise()
