@@ -29,11 +29,15 @@ test: lint typecheck unit
 
 # The long seeded chaos run of replicas (10+ minutes; not part of `make test`): prints the
 # counts (double commits, lost updates, stale-epoch commits, duplicate events) and failover times.
+# The processes' logs stay in CHAOS_DIR.
 CHAOS_ROUNDS ?= 12
 CHAOS_SEED ?= 1
+CHAOS_TTL ?= 3
+CHAOS_DIR ?= /tmp/pollerd-chaos
 chaos: $(STAMP)
 	POLLERD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) POLLERD_CHAOS_SEED=$(CHAOS_SEED) \
-		$(BIN)/pytest -q -s -p no:cacheprovider tests/replication/test_chaos.py -k long_seeded
+		POLLERD_CHAOS_TTL=$(CHAOS_TTL) $(BIN)/pytest -q -s -p no:cacheprovider \
+		--basetemp=$(CHAOS_DIR) tests/replication/test_chaos.py -k long_seeded
 
 # Three replicas on a 3-node NATS cluster on this machine (examples/replicas); Ctrl-C stops them.
 replicas: $(STAMP)

@@ -1,7 +1,8 @@
 """Chaos with real processes: 0 double commits, 0 lost cursor updates, 0 stale-epoch commits.
 
 The short run is part of ``make test``; ``make chaos`` runs the long seeded one
-(``POLLERD_CHAOS_ROUNDS``, ``POLLERD_CHAOS_SEED``) and prints the counts and failover times.
+(``POLLERD_CHAOS_ROUNDS``, ``POLLERD_CHAOS_SEED``, ``POLLERD_CHAOS_TTL``) and prints the counts
+and failover times.
 The negative control runs the first fault with fencing switched off (a test-only switch) and
 must fail the same assertions: it shows the checks can catch the bug.
 """
@@ -56,8 +57,9 @@ async def test_long_seeded_chaos(tmp_path: Path, cluster: NatsCluster) -> None:
     if rounds <= 0:
         pytest.skip("the long chaos run is `make chaos` (POLLERD_CHAOS_ROUNDS)")
     seed = int(os.environ.get("POLLERD_CHAOS_SEED", "1"))
+    ttl_s = int(os.environ.get("POLLERD_CHAOS_TTL", "3"))
 
-    report = await run_chaos(tmp_path / "run", cluster, rounds=rounds, seed=seed)
+    report = await run_chaos(tmp_path / "run", cluster, rounds=rounds, seed=seed, ttl_s=ttl_s)
 
-    print(f"seed {seed}, {rounds} round(s):\n{report_text(report)}")
+    print(f"seed {seed}, {rounds} round(s), lease TTL {ttl_s}s:\n{report_text(report)}")
     assert report.counts.failures() == {}, "\n".join(report.counts.details + report.log)

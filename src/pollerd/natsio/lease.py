@@ -31,7 +31,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from pollerd.errors import NatsError, StoreFencedError
+from pollerd.errors import NatsError, PollerdError, StoreFencedError
 
 logger = logging.getLogger(__name__)
 
@@ -200,16 +200,24 @@ class LeaderLease:
 
     async def _run(self) -> None:
         while True:
-            if self._epoch:
-                await self._renew()
-                wait = renew_interval_s(self.ttl_s)
-                if self._epoch:  # wake up when the lease would lapse, to say so on time
-                    wait = max(0.0, min(wait, self._valid_until - self._clock()))
-            else:
-                await self._try_take()
-                wait = 0 if self._epoch else poll_interval_s(self.ttl_s)
+            try:
+                wait = await self._step()
+            except Exception:  # a bug must not end the competition for the lease
+                logger.exception("leader lease: unexpected error; going on")
+                wait = poll_interval_s(self.ttl_s)
             if wait:
                 await asyncio.sleep(wait)
+
+    async def _step(self) -> float:
+        """Renew or try to take the lease; returns how long to wait before the next step."""
+        if self._epoch:
+            await self._renew()
+            wait = renew_interval_s(self.ttl_s)
+            if self._epoch:  # wake up when the lease would lapse, to say so on time
+                wait = max(0.0, min(wait, self._valid_until - self._clock()))
+            return wait
+        await self._try_take()
+        return 0 if self._epoch else poll_interval_s(self.ttl_s)
 
     async def _try_take(self) -> None:
         kv = self._kv
@@ -232,6 +240,9 @@ class LeaderLease:
             await self._on_elected(revision)
         except StoreFencedError as exc:
             await self._step_down(f"the claim pass found a newer leader ({exc})")
+            await self._release()
+        except PollerdError as exc:  # the store failed during the claim pass or the start
+            await self._step_down(f"could not start leading: {exc}")
             await self._release()
 
     async def _look(self) -> None:
