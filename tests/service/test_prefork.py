@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -59,3 +60,27 @@ async def test_a_binary_cursor_goes_through_a_pre_forked_tick_and_the_store_byte
     assert outcome is not None and outcome.ok and outcome.committed
     assert state is not None and state.cursor == cursor
     assert zygote is not None and zygote.state is PluginState.RUNNING
+
+
+async def test_a_changed_manifest_restarts_the_zygote_on_reload_and_ticks_resume(
+    tmp_path: Path,
+) -> None:
+    plugins = tmp_path / "plugins"
+    shutil.copytree(PREFORK_PLUGINS / "zygote", plugins / "zygote")
+    echo = {"id": "echo", "kind": "echo", "schedule": {"every": "1h"}}
+    config = write_config(tmp_path / "pollers.yaml", [echo])
+
+    async with service(config, schedule=False) as running:
+        assert running.supervisor is not None
+        before = running.supervisor.status("zygote")
+        manifest = plugins / "zygote" / "plugin.toml"
+        manifest.write_text(manifest.read_text().replace('version = "1"', 'version = "2"'))
+        answer = await running.reload()
+        after = running.supervisor.status("zygote")
+        outcome = await running.tick_now("echo")
+
+    assert answer["ok"] is True
+    assert before is not None and after is not None and after.state is PluginState.RUNNING
+    assert after.pid != before.pid
+    assert outcome is not None and outcome.ok
+    assert outcome.reply is not None and outcome.reply.metrics["zygote"] == after.pid
