@@ -29,6 +29,7 @@ from pollerd.transports.zygote import ForkedPid, ZygoteChannel
 __all__ = ["ConnectZygote", "ForkedChild", "PreforkTransport"]
 
 STREAM_LIMIT = 2**16  # the buffer limit create_subprocess_exec uses
+EXIT_REPORT_WAIT_S = 1.0  # how long a tick without a reply waits for its exit code
 
 ConnectZygote = Callable[[float], Awaitable[ZygoteChannel]]
 """The running zygote's channel, waiting at most that many seconds for one that is starting;
@@ -36,7 +37,14 @@ ConnectZygote = Callable[[float], Awaitable[ZygoteChannel]]
 
 
 class ForkedChild:
-    """A forked child seen as a ``ChildProcess``: its pid, its pipes, its exit (from the zygote)."""
+    """A forked child seen as a ``ChildProcess``: its pid, its pipes, its exit.
+
+    The child is not pollerd's, so pollerd watches it with a pidfd: ``wait()`` returns as soon as
+    it is gone, without waiting for the zygote to be scheduled, reap it and report its code.
+    ``returncode`` is the code the zygote reported, or ``0`` for a child that is gone and not yet
+    reported: only a tick that got its reply sees that, and there the code does not matter (a tick
+    without a reply waits for the report, ``exit_reported()``, to say how the child ended).
+    """
 
     def __init__(
         self,
@@ -54,6 +62,14 @@ class ForkedChild:
         self.stdout: asyncio.StreamReader | None = stdout
         self.stderr: asyncio.StreamReader | None = stderr
         self._pipes = pipes
+        self._loop = asyncio.get_running_loop()
+        self._gone: asyncio.Future[None] = self._loop.create_future()
+        self._pidfd: int | None = None
+        forked.exited.add_done_callback(self._ended)
+        if not forked.exited.done():
+            with contextlib.suppress(OSError):  # already reaped, or no pidfd: the report will do
+                self._pidfd = os.pidfd_open(forked.pid)
+                self._loop.add_reader(self._pidfd, self._ended)
 
     @property
     def pid(self) -> int:
@@ -62,14 +78,33 @@ class ForkedChild:
     @property
     def returncode(self) -> int | None:
         exited = self._forked.exited
-        return exited.result() if exited.done() else None
+        if exited.done():
+            return exited.result()
+        return 0 if self._gone.done() else None
 
     async def wait(self) -> int:
-        return await asyncio.shield(self._forked.exited)
+        await asyncio.shield(self._gone)
+        return self.returncode or 0
+
+    async def exit_reported(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until the zygote reported the exit code."""
+        await asyncio.wait({self._forked.exited}, timeout=timeout_s)
 
     def close_pipes(self) -> None:
         for pipe in self._pipes:
             pipe.close()
+        self._unwatch()
+
+    def _ended(self, *_: object) -> None:
+        self._unwatch()
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+    def _unwatch(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 class PreforkTransport(SubprocessTransport):
@@ -115,9 +150,12 @@ class PreforkTransport(SubprocessTransport):
     async def _exchange(
         self, proc: ChildProcess, frame: bytes, job_id: str, timeout_s: float
     ) -> bytes | None:
-        if isinstance(proc, ForkedChild):
-            frame = frame[proc.written :]
-        return await super()._exchange(proc, frame, job_id, timeout_s)
+        if not isinstance(proc, ForkedChild):  # pragma: no cover - _spawn makes only those
+            return await super()._exchange(proc, frame, job_id, timeout_s)
+        line = await super()._exchange(proc, frame[proc.written :], job_id, timeout_s)
+        if line is None:  # the error message says how it ended: wait for the zygote's word
+            await proc.exit_reported(EXIT_REPORT_WAIT_S)
+        return line
 
     async def _reap(self, proc: ChildProcess, stderr_task: asyncio.Task[None], job_id: str) -> None:
         try:
