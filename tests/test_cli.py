@@ -27,6 +27,7 @@ CORE = Path(__file__).parent / "fixtures" / "core"
 CORE_PLUGINS = CORE / "plugins"
 COMMAND_TIMEOUT_S = 30.0
 LOG_TIMEOUT_S = 10.0
+SAMPLE_LONGEST_INTERVAL_S = 16.0  # pollers.yaml's every-jobs: 5 s, and 15 s with 1 s of jitter
 EXIT_TIMEOUT_S = 5.0
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -94,10 +95,13 @@ def pollerd(*args: str, cwd: Path) -> Result:
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def write_mixed_config(folder: Path, http: str = "off") -> Path:
+def write_mixed_config(folder: Path, http: str = "off", every: str = "1h") -> Path:
+    """MIXED_CONFIG; a short ``every`` makes the good jobs tick soon after start (a job first
+    ticks at its phase within one interval, not at start)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pollers.yaml"
-    path.write_text(MIXED_CONFIG.format(plugins=CORE_PLUGINS, http=http))
+    text = MIXED_CONFIG.format(plugins=CORE_PLUGINS, http=http)
+    path.write_text(text.replace("{every: 1h}", f"{{every: {every}}}"))
     return path
 
 
@@ -408,7 +412,7 @@ def descendants(pid: int) -> set[int]:
 
 
 async def test_run_marks_bad_jobs_broken_and_runs_the_others(tmp_path: Path) -> None:
-    write_mixed_config(tmp_path, http=f"127.0.0.1:{free_port()}")
+    write_mixed_config(tmp_path, http=f"127.0.0.1:{free_port()}", every="1s")
 
     async with running_pollerd(Path("pollers.yaml"), tmp_path) as running:
         await running.wait_for_lines(
@@ -438,7 +442,7 @@ async def test_run_marks_bad_jobs_broken_and_runs_the_others(tmp_path: Path) -> 
 async def test_tick_dry_run_while_the_service_runs_asks_it_instead_of_starting_a_second_nats(
     tmp_path: Path,
 ) -> None:
-    write_mixed_config(tmp_path, http=f"127.0.0.1:{free_port()}")
+    write_mixed_config(tmp_path, http=f"127.0.0.1:{free_port()}", every="1s")
     marker = tmp_path / "state" / "nats" / "url"
 
     async with running_pollerd(Path("pollers.yaml"), tmp_path) as running:
@@ -454,7 +458,8 @@ async def test_tick_dry_run_while_the_service_runs_asks_it_instead_of_starting_a
     assert (dry.json()["status"], dry.json()["committed"]) == ("ok", False)
     assert "nats-server" not in dry.stderr
     assert url_after == url
-    assert len(running.matching(r"tick job_id=good .*outcome=ok")) == 1
+    dry_tick_id = re.escape(dry.json()["tick_id"])
+    assert running.matching(rf"tick job_id=good .*tick_id={dry_tick_id} ") == []  # not logged
 
 
 SLOW_CONFIG = """\
@@ -519,6 +524,8 @@ async def test_the_sample_config_ticks_its_jobs_and_stops_cleanly_on_ctrl_c(
             r"tick job_id=pollerd-news kind=rss plugin=feeds .*outcome=ok",
             r"embedded nats-server pid \d+ listening",
             r"plugin feeds is running \(pid \d+\)",
+            # Each job first ticks at its phase, within its interval (15 s + 1 s of jitter).
+            timeout_s=LOG_TIMEOUT_S + SAMPLE_LONGEST_INTERVAL_S,
         )
         children = descendants(running.process.pid)
         running.interrupt()

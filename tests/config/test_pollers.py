@@ -145,9 +145,9 @@ def test_an_unknown_key_inside_a_job_breaks_only_that_job(tmp_path: Path) -> Non
     (broken,) = config.broken
     assert (broken.id, broken.kind, broken.line) == ("bad", "k", 6)
     assert broken.reason == (
-        f"{config.path}:9: jobs[1].colour: unknown key; known keys: breaker, catchup, config, "
-        "enabled, history, id, jitter, kind, max_catchup, overlap, paused, retry, schedule, "
-        "target, tick_timeout, timezone"
+        f"{config.path}:9: jobs[1].colour: unknown key; known keys: align, breaker, catchup, "
+        "config, enabled, history, id, jitter, kind, max_catchup, overlap, paused, retry, "
+        "schedule, target, tick_timeout, timezone"
     )
 
 
@@ -437,7 +437,7 @@ def test_invalid_defaults_are_fatal(tmp_path: Path) -> None:
         f"{path}:4: defaults.schedule: cannot be set in defaults; set it on each job",
         f"{path}:5: defaults.timezone: unknown time zone 'Nowhere'; "
         "use an IANA name such as 'UTC' or 'Europe/Paris'",
-        f"{path}:6: defaults.colour: unknown key; known keys: breaker, catchup, enabled, "
+        f"{path}:6: defaults.colour: unknown key; known keys: align, breaker, catchup, enabled, "
         "history, jitter, max_catchup, overlap, paused, retry, target, tick_timeout, timezone",
     ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from fixtures.semantics.kit import (
     write_plugin,
 )
 from pollerd.service.core import Service
+from pollerd.stores.base import JobUpdate
 from pollerd.wire import format_time, parse_time
 
 INTERVAL_S = 0.4
@@ -184,17 +185,14 @@ async def test_after_downtime_the_missed_slots_run_by_the_catchup_policy(
     log = tmp_path / "hourly.log"
     config = write_config(
         tmp_path / "pollers.yaml",
-        [job("hourly", log, schedule="1h", catchup=catchup, max_catchup=max_catchup)],
+        [job("hourly", log, schedule="1h", catchup=catchup, max_catchup=max_catchup, align=True)],
     )
-    clock = FakeClock()
+    clock = FakeClock(datetime(2026, 11, 22, 8, 0, tzinfo=UTC))
     started = clock.now
-    async with service(config, clock=clock) as svc:  # the first slot of an every-job is at start
-
-        async def first_committed() -> bool:
-            state = await svc.store.get("hourly")
-            return state is not None and state.last_scheduled_at == started
-
-        await wait_until(first_committed)
+    async with service(config, clock=clock, schedule=False) as svc:
+        # As if the 08:00 slot had run and committed, then pollerd stopped.
+        await svc.store.ensure("hourly", "scripted")
+        await svc.store.update("hourly", JobUpdate(cursor=b"1", last_scheduled_at=started))
 
     clock.advance(DOWNTIME.total_seconds())
     expected = [started + h * HOUR for h in hours_run]
@@ -205,22 +203,18 @@ async def test_after_downtime_the_missed_slots_run_by_the_catchup_policy(
             return state is not None and state.last_scheduled_at == (expected or [started])[-1]
 
         await wait_until(caught_up)
-        await wait_until(lambda: len(read_runs(log)) == 1 + len(hours_run))
+        await wait_until(lambda: len(read_runs(log)) == len(hours_run))
         drops = metric(
             svc.metrics, "pollerd_slots_skipped_total", job_id="hourly", reason="catchup_dropped"
         )
         next_run = svc.next_run_at("hourly")
 
     runs = read_runs(log)
-    assert slots(runs) == [started, *expected]  # oldest first, each with the slot's own tick_id
-    assert [run["tick_id"] for run in runs[1:]] == [
-        f"hourly@{format_time(slot)}" for slot in expected
-    ]
-    assert [run["cursor"] for run in runs[1:]] == [
-        _b64(str(n)) for n in range(1, len(expected) + 1)
-    ]
+    assert slots(runs) == expected  # oldest first, each with the slot's own tick_id
+    assert [run["tick_id"] for run in runs] == [f"hourly@{format_time(slot)}" for slot in expected]
+    assert [run["cursor"] for run in runs] == [_b64(str(n)) for n in range(1, len(expected) + 1)]
     assert drops == dropped
-    assert next_run == started + 4 * HOUR
+    assert next_run == started + 4 * HOUR  # aligned: on the hour, whatever the downtime
 
 
 def _b64(text: str) -> str:

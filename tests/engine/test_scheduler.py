@@ -1,4 +1,4 @@
-"""The Scheduler on a real AsyncIOScheduler: exact slots, jitter, overrides, removal, no drops."""
+"""The Scheduler (one timer heap): exact slots, jitter, overrides, removal, no drops."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ async def test_a_crash_between_publish_and_commit_reruns_the_tick_and_each_event
     log = tmp_path / "crashy.log"
     config = write_config(
         tmp_path / "pollers.yaml",
-        [job("crashy", log, config={"events": EVENTS_PER_TICK})],
+        # Its first slot comes within the interval (at the job's phase), not at start.
+        [job("crashy", log, schedule="2s", config={"events": EVENTS_PER_TICK})],
         nats=nats_server.url,
     )
 
@@ -64,7 +65,8 @@ async def test_sigterm_during_a_tick_waits_for_it_commits_it_exits_0_and_leaves_
     log = tmp_path / "slow.log"
     config = write_config(
         tmp_path / "pollers.yaml",
-        [job("slow", log, config={"plan": [{"sleep": 2}]})],  # embedded nats-server
+        # Its first slot comes within 5 s (the job's phase); the embedded nats-server.
+        [job("slow", log, schedule="5s", config={"plan": [{"sleep": 2}]})],
     )
 
     async with pollerd_run(config) as pollerd:

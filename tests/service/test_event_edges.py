@@ -136,6 +136,9 @@ async def test_a_600_kb_event_id_is_one_protocol_failure_and_the_canary_keeps_ti
 
     async with real_service(config) as svc:
         lateness = await canary_keeps_time(svc, canary_log, "huge", failures=3)
+        # The canary's log line is written before its events are published: wait for them.
+        subject = event_subject(CANARY_KIND, "canary")
+        await wait_until(lambda: _at_least(stored_count(svc.nc, subject), CANARY_TICKS))
         huge = await svc.store.get("huge")
         canary = await svc.store.get("canary")
         connected = svc.nc is not None and svc.nc.is_connected

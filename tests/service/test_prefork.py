@@ -23,7 +23,8 @@ def found(pattern: str, log: Path) -> list[int]:
 
 
 async def test_pollerd_killed_with_sigkill_leaves_no_zygote_and_no_child(tmp_path: Path) -> None:
-    stuck = {"id": "stuck", "kind": "hang", "schedule": {"every": "1h"}, "tick_timeout": "1m"}
+    # Every second: its first slot comes within a second (at its phase), then it hangs.
+    stuck = {"id": "stuck", "kind": "hang", "schedule": {"every": "1s"}, "tick_timeout": "1m"}
     config = write_config(tmp_path / "pollers.yaml", [stuck], plugins=[str(PREFORK_PLUGINS)])
     log = tmp_path / "pollerd.log"
 

@@ -13,7 +13,7 @@ import pytest
 from natscluster import NatsCluster
 from pollerd.errors import StoreError
 from pollerd.natsio.connection import connect
-from pollerd.stores.base import JobState, JobUpdate, Store
+from pollerd.stores.base import JobSeed, JobState, JobUpdate, Store
 from pollerd.stores.kv import KvStore
 from pollerd.stores.memory import MemoryStore
 from pollerd.stores.sqlite import SqliteStore
@@ -432,3 +432,33 @@ async def test_a_deleted_job_can_be_created_again_from_scratch(store: Store) -> 
 
     assert again == JobState(job_id="inbox", kind="dir_watch")
     assert await store.get("inbox") == again
+
+
+async def test_ensure_many_creates_keeps_and_resets_jobs_in_one_version_step(store: Store) -> None:
+    await store.ensure("kept", "dir_watch")
+    await store.ensure("reset", "dir_watch")
+    await store.update("reset", JobUpdate(cursor=b"old"))
+    version = await store.version()
+
+    states = await store.ensure_many(
+        [JobSeed("kept", "dir_watch"), JobSeed("reset", "rss"), JobSeed("new", "rss", paused=True)]
+    )
+
+    assert set(states) == {"kept", "reset", "new"}
+    assert states["kept"] == await store.get("kept")
+    assert (states["reset"].kind, states["reset"].cursor) == ("rss", None)
+    assert states["new"].paused and states["new"] == await store.get("new")
+    assert version < await store.version()
+    assert await store.ensure_many([JobSeed("kept", "dir_watch")]) == {"kept": states["kept"]}
+
+
+async def test_held_returns_only_the_paused_and_broken_jobs_in_id_order(store: Store) -> None:
+    for job_id in ("b-paused", "a-broken", "c-active"):
+        await store.ensure(job_id, "dir_watch")
+    await store.update("b-paused", JobUpdate(paused=True, pause_reason="maintenance"))
+    await store.update("a-broken", JobUpdate(broken_reason="bad", broken_config_hash="h"))
+
+    held = await store.held()
+
+    assert [state.job_id for state in held] == ["a-broken", "b-paused"]
+    assert held == [await store.get("a-broken"), await store.get("b-paused")]

@@ -18,21 +18,21 @@ Overlap = Literal["skip", "buffer_one", "cancel_other"]
 Catchup = Literal["skip", "latest", "all"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 3
     initial_s: float = 1.0
     max_s: float = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BreakerPolicy:
     threshold: int = 5
     cooldown_s: float = 30.0
     max_cooldown_s: float = 600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobConfig:
     """One valid job with its defaults applied."""
 
@@ -41,6 +41,7 @@ class JobConfig:
     schedule: Schedule
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     jitter_s: float = 0.0
+    align: bool = False  # an every-job fires on multiples of its interval, not at its phase
     tick_timeout_s: float | None = None  # None: the plugin manifest's tick_timeout
     target: str = ""
     paused: bool = False
@@ -78,6 +79,7 @@ def _job_hash(job: JobConfig) -> str:
         "schedule": {"type": type(job.schedule).__name__, **_shallow(job.schedule)},
         "timezone": str(job.timezone),
         "jitter_s": job.jitter_s,
+        **({"align": True} if job.align else {}),  # absent when false: older hashes still match
         "tick_timeout_s": job.tick_timeout_s,
         "target": job.target,
         "paused": job.paused,

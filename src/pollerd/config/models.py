@@ -105,6 +105,7 @@ class JobModel(BaseModel):
     schedule: ScheduleModel
     timezone: str = "UTC"
     jitter: Duration = 0.0
+    align: bool = False
     tick_timeout: PositiveDuration | None = None
     target: str = ""
     paused: bool = False

@@ -328,6 +328,7 @@ def _job_config(
         schedule=model.schedule.to_schedule(),
         timezone=ZoneInfo(model.timezone),
         jitter_s=model.jitter,
+        align=model.align,
         tick_timeout_s=model.tick_timeout,
         target=model.target,
         paused=model.paused,

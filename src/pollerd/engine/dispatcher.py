@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -24,17 +23,23 @@ SKIP_REPLACED = "buffer_full"
 SKIP_SHUTDOWN = "shutdown"
 STATUS_CANCELLED = "cancelled"
 
+_NO_BACKLOG: list[datetime] = []  # shared by every job without one; never appended to
+
 OutcomeCallback = Callable[[JobConfig, TickOutcome], None]
 SkipCallback = Callable[[JobConfig, datetime, str], None]
 
 
-@dataclass
 class _Job:
-    config: JobConfig
-    route: Route
-    task: asyncio.Task[TickOutcome] | None = None
-    buffered: datetime | None = None
-    backlog: list[datetime] = field(default_factory=list)  # missed slots, run one at a time
+    """A job's definition and what it is doing; one per job, so kept small (slots)."""
+
+    __slots__ = ("config", "route", "task", "buffered", "backlog")
+
+    def __init__(self, config: JobConfig, route: Route) -> None:
+        self.config = config
+        self.route = route
+        self.task: asyncio.Task[TickOutcome] | None = None
+        self.buffered: datetime | None = None
+        self.backlog: list[datetime] = _NO_BACKLOG  # missed slots, run one at a time
 
 
 class Dispatcher:
@@ -145,7 +150,7 @@ class Dispatcher:
         entry = self._jobs.get(job_id)
         if entry is None or not slots or self._held:
             return
-        entry.backlog.extend(sorted(slots))
+        entry.backlog = sorted([*entry.backlog, *slots])
         if entry.task is None and self._accepting:
             self._start(entry, entry.backlog.pop(0), after=None)
 
@@ -256,4 +261,4 @@ class Dispatcher:
     def _drop_backlog(self, entry: _Job, reason: str) -> None:
         for slot in entry.backlog:
             self._on_skip(entry.config, slot, reason)
-        entry.backlog.clear()
+        entry.backlog = _NO_BACKLOG

@@ -64,6 +64,9 @@ class TickOutcome:
     committed: bool = False
     state: JobState | None = None  # the job's state after the commit
     duplicates: int = 0  # events the stream already held (dropped by Nats-Msg-Id)
+    # From the slot to the moment its first request was sent (after waiting for the plugin's
+    # concurrency limit): what the plugin sees as lateness. None when nothing was sent.
+    lateness_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,7 +110,6 @@ class TickRunner:
             )
 
     async def _run(self, job: JobConfig, route: Route, base: _Base, dry_run: bool) -> TickOutcome:
-        tick_id, slot = base.tick_id, base.slot
         state = await self.store.get(job.id)
         if state is None:
             state = await self.store.ensure(job.id, job.kind, paused=job.paused)
@@ -120,7 +122,7 @@ class TickRunner:
         attempts = [0]  # the attempt in progress, kept when the retries give up
         duplicates = 0
         try:
-            reply = await self._tick_with_retries(job, route, state, slot, tick_id, attempts)
+            reply = await self._tick_with_retries(job, route, state, base, attempts)
             if not dry_run:
                 duplicates = await self.publisher.publish(
                     job.kind, job.id, reply.events, space=state.event_space
@@ -186,22 +188,17 @@ class TickRunner:
         return None
 
     async def _tick_with_retries(
-        self,
-        job: JobConfig,
-        route: Route,
-        state: JobState,
-        slot: datetime,
-        tick_id: str,
-        attempts: list[int],
+        self, job: JobConfig, route: Route, state: JobState, tick: _Base, attempts: list[int]
     ) -> TickReply:
         timeout_s = job.tick_timeout_s or route.tick_timeout_s
         deadline = self.clock() + timedelta(seconds=timeout_s)
+        tick_id = tick.tick_id
 
         async def attempt(number: int) -> TickReply:
             attempts[0] = number
             # Built once the plugin's concurrency limit is taken: `now` then tells the plugin
             # how much of the budget is left (the SDK stops its handler by it).
-            return await self._send(route, lambda: request(number), deadline)
+            return await self._send(route, lambda: request(number), deadline, tick)
 
         def request(number: int) -> TickRequest:
             return TickRequest(
@@ -213,7 +210,7 @@ class TickRunner:
                 cursor=state.cursor,
                 config=job.config,
                 now=self.clock(),
-                scheduled_at=slot,
+                scheduled_at=tick.slot,
                 deadline=deadline,
                 interval_hint_secs=_interval_hint(job),
                 epoch=(self.epoch() or None) if self.epoch is not None else None,
@@ -246,13 +243,19 @@ class TickRunner:
         return reply
 
     async def _send(
-        self, route: Route, make_request: Callable[[], TickRequest], deadline: datetime
+        self,
+        route: Route,
+        make_request: Callable[[], TickRequest],
+        deadline: datetime,
+        tick: _Base,
     ) -> TickReply:
         async with route.limit:
             request = make_request()
+            if tick.sent_at is None:  # lateness runs to here: the wait for the limit is in it
+                tick.sent_at = request.now
             remaining = (deadline - request.now).total_seconds()
             if remaining <= 0:
-                raise _deadline_passed(route, request)
+                raise _deadline_passed(route, request.job_id)
             return await route.transport.send(request, remaining)
 
     def _record(
@@ -352,15 +355,22 @@ class TickRunner:
         return await self.store.update(job.id, change)
 
 
-@dataclass(frozen=True, slots=True)
 class _Base:
-    job_id: str
-    kind: str
-    plugin: str
-    tick_id: str
-    slot: datetime
+    """What every outcome of one slot shares, and when its first request was sent."""
+
+    __slots__ = ("job_id", "kind", "plugin", "tick_id", "slot", "sent_at")
+
+    def __init__(self, job_id: str, kind: str, plugin: str, tick_id: str, slot: datetime) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.plugin = plugin
+        self.tick_id = tick_id
+        self.slot = slot
+        self.sent_at: datetime | None = None
 
     def outcome(self, **kw: object) -> TickOutcome:
+        if self.sent_at is not None:
+            kw["lateness_s"] = (self.sent_at - self.slot).total_seconds()
         return TickOutcome(self.job_id, self.kind, self.plugin, self.tick_id, self.slot, **kw)  # type: ignore[arg-type]
 
 
@@ -399,5 +409,5 @@ def _interval_hint(job: JobConfig) -> float | None:
     return float(interval) if interval is not None else None
 
 
-def _deadline_passed(route: Route, request: TickRequest) -> TransportError:
-    return TickTimeoutError(plugin=route.plugin_id, job_id=request.job_id, timeout_s=0.0)
+def _deadline_passed(route: Route, job_id: str) -> TransportError:
+    return TickTimeoutError(plugin=route.plugin_id, job_id=job_id, timeout_s=0.0)

@@ -4,6 +4,11 @@ Names follow the Prometheus conventions: the per-job label is ``job_id`` (Promet
 ``job`` on every scraped series itself), units are in the names (``_seconds``,
 ``_timestamp_seconds``), counters end in ``_total`` and no ``*_created`` series are exported.
 New metrics follow the same rules and get a row in the operator guide's metrics table.
+
+Per-job series (``jobseries.py``, and the scrape-time ones here) are written straight to text, not
+through prometheus-client children and ``generate_latest``: at 10,000 jobs those made a scrape
+take seconds. The other metrics are prometheus-client's. ``registry`` still holds every family,
+so ``get_sample_value`` works on it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from pollerd.ops.jobseries import JOB_LABEL, JobSeries, format_value, header
+
 logger = logging.getLogger(__name__)
 
 # The label values below are closed sets: a value outside them is a bug in the caller, not data.
@@ -42,7 +49,6 @@ SKIP_REASONS = frozenset(
 PLUGIN_STATES = ("starting", "running", "backoff", "failed", "stopped", "external")
 JOB_STATES = ("active", "paused", "broken", "disabled")
 RELOAD_RESULTS = ("ok", "invalid")
-JOB_LABEL = "job_id"  # never "job": Prometheus owns that label on every scraped series
 
 # The text format generate_latest() writes (the 0.0.4 exposition format).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -50,7 +56,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TICK_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600)
 
-_Series = tuple[MetricWrapperBase, tuple[str, ...]]
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
 # ``*_created`` series double every counter and histogram for a value nobody alerts on; the
@@ -70,6 +75,40 @@ class JobTimes:
 
 JobTimesSource = Callable[[], Iterable[JobTimes]]
 ReadinessSource = Callable[[], Mapping[str, str | None]]
+
+
+_JOB_TIME_FAMILIES = (  # in the order of JobTimes' values
+    (
+        "pollerd_job_last_success_timestamp_seconds",
+        "When the job's last successful tick finished (Unix time).",
+    ),
+    (
+        "pollerd_job_next_run_timestamp_seconds",
+        "When an active job fires next, jitter included (Unix time).",
+    ),
+    (
+        "pollerd_job_interval_seconds",
+        "The job's nominal interval: its every, or the gap between two cron slots.",
+    ),
+)
+_JOB_TIME_FIELDS = ("last_success_s", "next_run_s", "interval_s")
+_READY_FAMILY = (
+    "pollerd_ready",
+    "1 when /readyz answers ready, else 0, with one series per component.",
+)
+
+
+class _Delegate(Collector):
+    """Every family of another registry, so that ``Metrics.registry`` holds all of them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._registry.collect())
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 def _check(value: str, allowed: frozenset[str] | tuple[str, ...], what: str) -> str:
@@ -93,23 +132,31 @@ class _ScrapeTimeCollector(Collector):
         ready = dict(self.readiness()) if self.readiness is not None else None
         return list(self._families(jobs, ready))
 
+    def text(self) -> str:
+        """The per-job families in the text format, without building a family per scrape."""
+        jobs = list(self.job_times()) if self.job_times is not None else []
+        ready = dict(self.readiness()) if self.readiness is not None else {}
+        parts: list[str] = []
+        for (name, help_text), field in zip(_JOB_TIME_FAMILIES, _JOB_TIME_FIELDS, strict=True):
+            parts.append(header(name, help_text, "gauge"))
+            parts.extend(
+                f'{name}{{{JOB_LABEL}="{times.job_id}"}} {format_value(value)}\n'
+                for times in jobs
+                if (value := getattr(times, field)) is not None
+            )
+        parts.append(header(*_READY_FAMILY, "gauge"))
+        parts.extend(
+            f'{_READY_FAMILY[0]}{{component="{component}"}} {1.0 if reason is None else 0.0}\n'
+            for component, reason in ready.items()
+        )
+        return "".join(parts)
+
     def _families(
         self, jobs: Iterable[JobTimes] = (), ready: Mapping[str, str | None] | None = None
     ) -> Iterator[Metric]:
-        last_success = GaugeMetricFamily(
-            "pollerd_job_last_success_timestamp_seconds",
-            "When the job's last successful tick finished (Unix time).",
-            labels=[JOB_LABEL],
-        )
-        next_run = GaugeMetricFamily(
-            "pollerd_job_next_run_timestamp_seconds",
-            "When an active job fires next, jitter included (Unix time).",
-            labels=[JOB_LABEL],
-        )
-        interval = GaugeMetricFamily(
-            "pollerd_job_interval_seconds",
-            "The job's nominal interval: its every, or the gap between two cron slots.",
-            labels=[JOB_LABEL],
+        last_success, next_run, interval = (
+            GaugeMetricFamily(name, help_text, labels=[JOB_LABEL])
+            for name, help_text in _JOB_TIME_FAMILIES
         )
         for times in jobs:
             for family, value in (
@@ -120,11 +167,7 @@ class _ScrapeTimeCollector(Collector):
                 if value is not None:
                     family.add_metric([times.job_id], value)
         yield from (last_success, next_run, interval)
-        ready_family = GaugeMetricFamily(
-            "pollerd_ready",
-            "1 when /readyz answers ready, else 0, with one series per component.",
-            labels=["component"],
-        )
+        ready_family = GaugeMetricFamily(*_READY_FAMILY, labels=["component"])
         for component, reason in (ready or {}).items():
             ready_family.add_metric([component], 1.0 if reason is None else 0.0)
         yield ready_family
@@ -140,9 +183,10 @@ class Metrics:
     """
 
     def __init__(self, *, version: str | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        # The families prometheus-client renders; the per-job ones are written by JobSeries.
+        self._common = CollectorRegistry(auto_describe=True)
         self.content_type = CONTENT_TYPE
-        reg = self.registry
+        reg = self._common
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
@@ -153,12 +197,6 @@ class Metrics:
             registry=reg,
         )
         build.labels(version or _package_version(), platform.python_version()).set(1)
-        self._ticks = Counter(
-            "pollerd_ticks_total",
-            "Ticks finished, by job, kind and outcome.",
-            [JOB_LABEL, "kind", "outcome"],
-            registry=reg,
-        )
         self._tick_duration = Histogram(
             "pollerd_tick_duration_seconds",
             "Wall time of a tick slot, retries included.",
@@ -171,24 +209,6 @@ class Metrics:
             "How late a slot started after its scheduled time.",
             ["kind"],
             buckets=LATENESS_BUCKETS_S,
-            registry=reg,
-        )
-        self._skipped = Counter(
-            "pollerd_slots_skipped_total",
-            "Scheduled slots that did not run, by job and reason.",
-            [JOB_LABEL, "reason"],
-            registry=reg,
-        )
-        self._consecutive_errors = Gauge(
-            "pollerd_job_consecutive_errors",
-            "Failed slots in a row for a job.",
-            [JOB_LABEL],
-            registry=reg,
-        )
-        self._breaker_open = Gauge(
-            "pollerd_job_breaker_open",
-            "1 while the job's circuit breaker is open, else 0.",
-            [JOB_LABEL],
             registry=reg,
         )
         self._plugin_state = Gauge(
@@ -235,11 +255,13 @@ class Metrics:
         for result in RELOAD_RESULTS:
             self._reloads.labels(result)
         self._scrape_time = _ScrapeTimeCollector()
-        reg.register(self._scrape_time)
-        self._job_series: dict[str, set[_Series]] = {}
-        # Children looked up once: ``labels()`` costs a few µs, several times per tick.
-        self._children: dict[_Series, MetricWrapperBase] = {}
+        self._jobs_series = JobSeries()
+        # Kind children looked up once: ``labels()`` costs a few µs, several times per tick.
+        self._children: dict[tuple[MetricWrapperBase, str], MetricWrapperBase] = {}
         self._restarts_seen: dict[str, int] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (_Delegate(self._common), self._jobs_series, self._scrape_time):
+            self.registry.register(collector)
 
     def watch(
         self, *, job_times: JobTimesSource | None = None, readiness: ReadinessSource | None = None
@@ -250,18 +272,9 @@ class Metrics:
         if readiness is not None:
             self._scrape_time.readiness = readiness
 
-    def _job_child(self, job_id: str, metric: _M, *labels: str) -> _M:
-        """The child of ``metric`` for ``labels``, remembered as one of ``job_id``'s series."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-            self._job_series.setdefault(job_id, set()).add(key)
-        return child  # type: ignore[return-value]
-
     def _kind_child(self, metric: _M, kind: str) -> _M:
         """The child of a metric labelled by kind only (kinds are never forgotten)."""
-        key = (metric, (kind,))
+        key = (metric, kind)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(kind)
@@ -277,7 +290,11 @@ class Metrics:
     ) -> None:
         """Count one finished slot. ``lateness_s`` is None for ticks that had no scheduled slot."""
         _check(outcome, TICK_OUTCOMES, "tick outcome")
-        self._job_child(job_id, self._ticks, job_id, kind, outcome).inc()
+        counts = self._jobs_series.ticks.get(job_id)
+        if counts is None:
+            counts = self._jobs_series.ticks[job_id] = {}
+        key = (kind, outcome)
+        counts[key] = counts.get(key, 0.0) + 1.0
         self._kind_child(self._tick_duration, kind).observe(max(duration_s, 0.0))
         if lateness_s is not None:
             self._kind_child(self._lateness, kind).observe(max(lateness_s, 0.0))
@@ -285,11 +302,14 @@ class Metrics:
     def slot_skipped(self, job_id: str, reason: str, count: int = 1) -> None:
         _check(reason, SKIP_REASONS, "skip reason")
         if count > 0:
-            self._job_child(job_id, self._skipped, job_id, reason).inc(count)
+            reasons = self._jobs_series.skipped.setdefault(job_id, {})
+            reasons[reason] = reasons.get(reason, 0.0) + count
 
     def job_health(self, job_id: str, consecutive_errors: int, breaker_open: bool) -> None:
-        self._job_child(job_id, self._consecutive_errors, job_id).set(consecutive_errors)
-        self._job_child(job_id, self._breaker_open, job_id).set(1 if breaker_open else 0)
+        health = self._jobs_series.health
+        value = (float(consecutive_errors), 1.0 if breaker_open else 0.0)
+        if health.get(job_id) != value:
+            health[job_id] = value
 
     def plugin_state(self, plugin: str, state: str, restarts: int) -> None:
         """Record a plugin's state and its restart count so far (a running total)."""
@@ -328,10 +348,7 @@ class Metrics:
 
     def forget_job(self, job_id: str) -> None:
         """Drop every series labelled with ``job_id`` (the job was removed by a reload)."""
-        for key in self._job_series.pop(job_id, set()):
-            metric, labels = key
-            metric.remove(*labels)
-            self._children.pop(key, None)
+        self._jobs_series.forget(job_id)
 
     def forget_plugin(self, plugin: str) -> None:
         """Drop every series labelled with ``plugin`` (the plugin is gone after a reload)."""
@@ -341,8 +358,9 @@ class Metrics:
         self._restarts_seen.pop(plugin, None)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format (``content_type``)."""
-        return generate_latest(self.registry)
+        """Every metric in the Prometheus text format (``content_type``)."""
+        per_job = self._jobs_series.text() + self._scrape_time.text()
+        return generate_latest(self._common) + per_job.encode()
 
 
 def _package_version() -> str:

@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 from pollerd.config.manifest import Manifest
 from pollerd.config.pollers import JobConfig
-from pollerd.config.schedule import next_slots, slots_between
+from pollerd.config.schedule import jitter_offset_s, next_slots, slots_between
 from pollerd.config.setup import Setup
+from pollerd.engine.phase import first_slot_bounds
 from pollerd.engine.runner import TickOutcome
 from pollerd.stores.base import JobState, Store, TickRecord
 from pollerd.wire import encode_cursor, format_time
@@ -170,14 +171,19 @@ def job_state(job: JobConfig, state: JobState | None) -> tuple[str, str | None]:
 
 
 def upcoming(job: JobConfig, state: JobState | None, now: datetime) -> list[datetime]:
-    """The next fire slots as the scheduler will compute them (without jitter)."""
+    """The next fire times as the scheduler computes them: phase and jitter included."""
     last = state.last_scheduled_at if state else None
-    if last is None:
-        return next_slots(job.schedule, job.timezone, now - timedelta(microseconds=1), NEXT_RUNS)
-    missed = slots_between(job.schedule, job.timezone, last, now, 1)
-    if missed and job.catchup != "skip":
-        return [now, *next_slots(job.schedule, job.timezone, now, NEXT_RUNS - 1)]
-    return next_slots(job.schedule, job.timezone, max(now, last), NEXT_RUNS, anchor=last)
+    after, anchor = first_slot_bounds(
+        job.id, job.schedule, align=job.align, last_slot=last, now=now
+    )
+    slots = next_slots(job.schedule, job.timezone, after, NEXT_RUNS, anchor=anchor)
+    fire_times = [
+        slot + timedelta(seconds=jitter_offset_s(job.id, slot, job.jitter_s)) for slot in slots
+    ]
+    if last is not None and job.catchup != "skip":
+        if slots_between(job.schedule, job.timezone, last, now, 1):  # a missed slot runs at once
+            return [now, *fire_times][:NEXT_RUNS]
+    return fire_times
 
 
 def outcome_json(outcome: TickOutcome) -> dict[str, Any]:

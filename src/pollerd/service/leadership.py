@@ -130,8 +130,7 @@ def make_leadership(service: Service) -> Leadership | None:
     async def lead() -> None:
         assert service._dispatcher is not None
         service._dispatcher.resume()
-        for job in service.setup.jobs:
-            await service._add_job(job)  # after the claim pass: catch-up from the stored slots
+        await service._add_jobs(service.setup.jobs)  # after the claim pass: catch-up from there
 
     def follow() -> None:
         assert service._dispatcher is not None and service._scheduler is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from pollerd.config.pollers import JobConfig
@@ -46,6 +46,8 @@ class TickRecorder:
         self._clock = clock
         self._plugin_full = plugin_full  # all of a plugin's max_concurrent_ticks places taken
         self._states: dict[str, JobState] = {}
+        self._held: list[JobState] = []  # paused or broken at the last refresh
+        self._counted: Setup | None = None  # the setup the job gauges were counted for
         self._intervals: dict[str, tuple[str, float | None]] = {}  # job id → (config hash, s)
         self.skips = SkipWatch()
 
@@ -54,8 +56,9 @@ class TickRecorder:
         if tick_logger.isEnabledFor(level):  # the arguments cost more than the check
             log_outcome(level, outcome)
         now = self._clock()
-        lateness = max(0.0, (now - outcome.slot).total_seconds() - outcome.duration_s)
-        self._metrics.tick_finished(job.id, job.kind, outcome.status, outcome.duration_s, lateness)
+        self._metrics.tick_finished(
+            job.id, job.kind, outcome.status, outcome.duration_s, outcome.lateness_s
+        )
         if outcome.state is not None:
             self._states[job.id] = outcome.state
             open_until = outcome.state.breaker_open_until
@@ -86,14 +89,28 @@ class TickRecorder:
         from pollerd.ops.views import job_state
 
         try:
-            states = {state.job_id: state for state in await store.all()}
+            held = await store.held()  # paused or broken: usually few, whatever the job count
+            if held == self._held and setup is self._counted:
+                return
+            # A job paused or broken before and not now was changed by the CLI (resumed) or
+            # by a reload: read it again. The others' states come from their commits.
+            now_held = {state.job_id for state in held}
+            for gone in {s.job_id for s in self._held} - now_held:
+                state = await store.get(gone)
+                if state is not None:
+                    self._states[gone] = state
         except PollerdError:
             return  # readiness reports the store
-        self._states = states
+        self._states.update((state.job_id, state) for state in held)
+        self._held, self._counted = held, setup
         counts = {"active": 0, "paused": 0, "broken": len(setup.broken), "disabled": 0}
         for job in setup.jobs:
-            counts[job_state(job, states.get(job.id))[0]] += 1
+            counts[job_state(job, self._states.get(job.id))[0]] += 1
         self._metrics.jobs_by_state(counts)
+
+    def seed(self, states: Mapping[str, JobState]) -> None:
+        """The states read when jobs are added (start-up, reload): the base the commits update."""
+        self._states.update(states)
 
     def job_times(self, setup: Setup, next_run_at: NextRunAt) -> list[JobTimes]:
         """Last success, next run and interval of every runnable job, as a scrape shows them.

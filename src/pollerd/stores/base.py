@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
 
 SCHEMA_VERSION = 1
 
@@ -112,6 +113,14 @@ def fresh_state(job_id: str, kind: str, paused: bool, stored: JobState | None) -
     )
 
 
+class JobSeed(NamedTuple):
+    """A job to ``ensure``: its id, its kind and whether it starts paused."""
+
+    job_id: str
+    kind: str
+    paused: bool = False
+
+
 class Store(ABC):
     """Per-job state. Every method is one transaction; ``update`` is atomic for all its fields.
 
@@ -151,6 +160,25 @@ class Store(ABC):
         A stored job whose kind differs is reset: its cursor and run state start over.
         """
 
+    async def ensure_many(self, seeds: Sequence[JobSeed]) -> dict[str, JobState]:
+        """``ensure`` every job, by id; a store writes them in one transaction where it can
+        (SQLite and memory do: start-up and reload then cost one commit, not one per job).
+
+        This default calls ``ensure`` once per job.
+        """
+        return {
+            seed.job_id: await self.ensure(seed.job_id, seed.kind, paused=seed.paused)
+            for seed in seeds
+        }
+
+    async def held(self) -> list[JobState]:
+        """The stored jobs that are paused or marked broken, ordered by id.
+
+        The metrics ask for these every half second; a store with many jobs answers without
+        reading the others (this default filters ``all``).
+        """
+        return [s for s in await self.all() if s.paused or s.broken_reason is not None]
+
     @abstractmethod
     async def update(
         self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
@@ -181,8 +209,12 @@ class Store(ABC):
         """
 
     async def ping(self) -> None:
-        """Raise ``StoreError`` when the store cannot be used (readiness checks)."""
-        await self.all()
+        """Raise ``StoreError`` when the store cannot be used (readiness checks).
+
+        One cheap read (``version``): readiness is checked twice a second, so it must not cost in
+        proportion to the number of jobs.
+        """
+        await self.version()
 
     #: Whether this store keeps tick history (``update`` writes ``change.tick``, ``history``
     #: reads it). Stores that do set it to True and pass the history contract tests.

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 
 from pollerd.errors import StoreError
 from pollerd.stores._values import normalize_changes
-from pollerd.stores.base import UNSET, JobState, JobUpdate, Store, TickRecord, Unset, fresh_state
+from pollerd.stores.base import (
+    UNSET,
+    JobSeed,
+    JobState,
+    JobUpdate,
+    Store,
+    TickRecord,
+    Unset,
+    fresh_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +52,16 @@ class MemoryStore(Store):
 
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
         self._check_open()
+        return self._ensure(job_id, kind, paused)
+
+    async def ensure_many(self, seeds: Sequence[JobSeed]) -> dict[str, JobState]:
+        self._check_open()
+        version = self._version
+        states = {seed.job_id: self._ensure(*seed) for seed in seeds}
+        self._version = min(self._version, version + 1)  # one transaction: one version step
+        return states
+
+    def _ensure(self, job_id: str, kind: str, paused: bool) -> JobState:
         stored = self._jobs.get(job_id)
         if stored is not None and stored.kind == kind:
             return stored

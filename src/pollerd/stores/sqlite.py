@@ -19,20 +19,20 @@ from pollerd.stores._sqlite_schema import (
     CURSOR,
     DATA_VERSION,
     INDEX,
-    INSERT,
     JOBS_TABLE,
     META_TABLE,
     REVISION,
     SCHEMA_KEY,
     SCHEMA_STATEMENTS,
     SELECT,
+    SELECT_HELD,
     SELECT_ONE,
     VERSION_KEY,
     bump_version,
     describe_error,
+    ensure_rows,
     meta,
     rollback,
-    row_from_state,
     state_values,
     to_column,
     update_statement,
@@ -42,11 +42,11 @@ from pollerd.stores._values import normalize_changes
 from pollerd.stores.base import (
     SCHEMA_VERSION,
     UNSET,
+    JobSeed,
     JobState,
     JobUpdate,
     Store,
     Unset,
-    fresh_state,
 )
 from pollerd.stores.private import private_database
 
@@ -205,20 +205,22 @@ class SqliteStore(Store):
             rows = conn.execute(f"{SELECT} ORDER BY job_id").fetchall()
         return [self._state(row) for row in rows]
 
+    async def held(self) -> list[JobState]:
+        with self._translate("read the paused and broken jobs"):
+            rows = self._connection().execute(SELECT_HELD).fetchall()
+        return [self._state(row) for row in rows]
+
     async def ensure(self, job_id: str, kind: str, *, paused: bool = False) -> JobState:
+        return (await self.ensure_many([JobSeed(job_id, kind, paused)]))[job_id]
+
+    async def ensure_many(self, seeds: Sequence[JobSeed]) -> dict[str, JobState]:
         conn = self._file_connection()
         self._writes.flush()  # updates that came first are written first
-        with self._transaction(conn, f"create job {job_id!r}"):
-            row = conn.execute(SELECT_ONE, (job_id,)).fetchone()
-            stored = None if row is None else self._state(row)
-            if stored is not None and stored.kind == kind:
-                return stored
-            state = fresh_state(job_id, kind, paused, stored)
-            conn.execute(INSERT, row_from_state(state))
-            self._history.forget(conn, job_id)
-            bump_version(conn)
-        self._known[job_id] = state
-        return state
+        what = f"create job {seeds[0].job_id!r}" if len(seeds) == 1 else "create the jobs"
+        with self._transaction(conn, what):
+            states = ensure_rows(conn, seeds, self._known_states, self._state, self._history.forget)
+        self._known.update(states)
+        return states
 
     async def update(
         self, job_id: str, change: JobUpdate, *, expect_cursor: bytes | None | Unset = UNSET
