@@ -332,7 +332,7 @@ class SqliteStore(Store):
         await super().ping()
 
     def _file_connection(self) -> sqlite3.Connection:
-        """The connection, once its file is known to be the one at ``path`` (≈ 2 µs a write).
+        """The connection, once its file is known to be the one at ``path`` (one stat a batch).
 
         SQLite keeps using a deleted file through its open descriptor, so every write would
         succeed and be lost at the next start. A deleted file is recreated at once from the
