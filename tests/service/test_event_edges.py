@@ -17,10 +17,19 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from fixtures.semantics.kit import metric, service, wait_until, write_config
+from fixtures.semantics.kit import (
+    exit_code,
+    metric,
+    pollerd_run,
+    service,
+    wait_until,
+    write_config,
+)
 from pollerd.config.setup import load_setup
 from pollerd.engine.events import STREAM_NAME, event_subject
+from pollerd.natsio.auth import NatsUser
 from pollerd.natsio.jetstream import StoredEvent, read_events
+from pollerd.natsio.server import EmbeddedNatsServer
 from pollerd.ops import admin
 from pollerd.service.core import Service
 from pollerd.wire import MAX_EVENT_ID_BYTES
@@ -279,3 +288,25 @@ async def test_a_connection_closed_for_good_by_a_server_error_stops_the_service_
 
     assert svc.link.fatal_error is not None
     assert "maximum payload" in svc.link.fatal_error.lower()
+
+
+async def test_pollerd_run_exits_1_naming_the_cause_when_nats_closes_its_connection_for_good(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    write_plugins(tmp_path)
+    config = write_config(
+        tmp_path / "pollers.yaml", [job("events", every="200ms")], nats=nats_server.url
+    )
+    output = tmp_path / "pollerd.log"
+
+    async with pollerd_run(config, output=output) as process:
+        await wait_until(lambda: "outcome=ok" in output.read_text())
+        # Credentials appear on the server (an operator's change): it closes pollerd's
+        # connection with "Authorization Violation", after which nats-py never reconnects.
+        await nats_server.reconfigure([NatsUser("someone", "else")])
+        code = await exit_code(process)
+    log = output.read_text()
+
+    assert code == 1
+    assert "was closed by the client after a server error" in log
+    assert "Traceback" not in log
