@@ -286,13 +286,13 @@ async def test_a_state_db_deleted_while_running_is_recreated_with_every_cursor_k
     pollerd = await start_pollerd(config, port)
     await pollerd.wait_readiness(200)
     db = tmp_path / "state" / "state.db"
-    await wait_until(lambda: _async(len(pollerd.tick_lines("fast")) >= 2))
+    await wait_for_condition(lambda: len(pollerd.tick_lines("fast")) >= 2, WAIT_S)
 
     for leftover in db.parent.glob("state.db*"):
         leftover.unlink()
-    await wait_until(lambda: _async(db.exists()))
+    await wait_for_condition(lambda: db.exists(), WAIT_S)
     deleted_at = len(pollerd.tick_lines("fast"))
-    await wait_until(lambda: _async(len(pollerd.tick_lines("fast")) >= deleted_at + 3))
+    await wait_for_condition(lambda: len(pollerd.tick_lines("fast")) >= deleted_at + 3, WAIT_S)
     ready = await pollerd.wait_readiness(200)
     code, _, _ = await pollerd.cli("cursor", "get", "fast")  # the CLI reads the new file
     pollerd.process.send_signal(signal.SIGTERM)
@@ -319,7 +319,7 @@ async def test_a_state_db_replaced_while_running_is_not_written_and_readyz_names
     shutil.copyfile(db, copy)
     copy.replace(db)  # a new file (another inode) at the same path
     not_ready = await pollerd.wait_readiness(503, "store")
-    await wait_until(lambda: _async(bool(pollerd.tick_lines("fast", "store"))))
+    await wait_for_condition(lambda: bool(pollerd.tick_lines("fast", "store")), WAIT_S)
     health = await pollerd.get("/healthz")
     metrics = await pollerd.get("/metrics")
 
@@ -327,10 +327,6 @@ async def test_a_state_db_replaced_while_running_is_not_written_and_readyz_names
     assert "replaced by another file" in pollerd.tick_lines("fast", "store")[0]
     assert ticks_total(metrics[1], "fast", "store") >= 1
     assert health[0] == 200
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.nats

@@ -172,7 +172,7 @@ async def test_an_event_over_the_servers_max_payload_with_its_headers_is_refused
         outcome = await svc.tick_now("big")
         assert svc.nc is not None
         max_payload = svc.nc.max_payload
-        await asyncio.sleep(0)  # let a server error, if any, reach the client
+        await svc.nc.flush(timeout=5)  # a round trip: a server error would have come first
         connected = svc.nc.is_connected
         state = await svc.store.get("big")
 
