@@ -137,3 +137,38 @@ async def test_a_reload_never_delays_the_running_jobs_or_healthz(canary: Canary,
 
     assert len(late) >= TICKS_AFTER and max(late) < MAX_LATENESS_S, late
     assert canary.health_s and max(canary.health_s) < MAX_LATENESS_S, canary.health_s
+
+
+SCHEMA = """
+[plugin.poller.config_schema]
+type = "object"
+required = ["log"]
+
+[plugin.poller.config_schema.properties.log]
+type = "string"
+"""
+
+
+async def test_a_reload_that_breaks_a_running_jobs_config_schema_is_refused(
+    tmp_path: Path, nats_server: EmbeddedNatsServer
+) -> None:
+    manifest = write_plugin(tmp_path / "plugins") / "scripted" / "plugin.toml"
+    manifest.write_text(manifest.read_text() + SCHEMA)
+    handle = Canary(tmp_path / "pollers.yaml", free_port(), nats_server.url, tmp_path / "c.log")
+    handle.write()
+    async with pollerd_run(handle.config):
+        await wait_until(lambda: len(read_runs(handle.log)) >= 2)
+        text = handle.config.read_text().replace("    log: ", "    lgo: ")
+        handle.config.with_suffix(".draft").write_text(text)
+        os.replace(handle.config.with_suffix(".draft"), handle.config)
+
+        async def refused() -> bool:
+            return "jobs[0].config.log: required" in await handle.config_reason()
+
+        await wait_until(refused, timeout_s=RELOAD_TIMEOUT_S)
+        settled = len(read_runs(handle.log))
+        await wait_until(lambda: len(read_runs(handle.log)) >= settled + TICKS_AFTER)
+
+    log = handle.config.with_suffix(".log").read_text()
+    assert "config reload refused, still running the previous config" in log
+    assert "pollers.yaml:13: jobs[0].config.log: required" in log
