@@ -61,8 +61,6 @@ async def prepare_reload(current: Setup, environ: Mapping[str, str]) -> Prepared
     config = current.config
     # The path as the operator gave it, so messages name the file as at boot.
     new = await load_setup_off_loop(Path(config.source or config.path), environ)
-    for job in new.broken:
-        logger.warning("job_id=%s broken: %s", job.id, job.reason)
     return compare(current, new)
 
 
@@ -85,7 +83,10 @@ async def load_setup_off_loop(
     raises ``ReloadRefusedError`` with its reasons."""
     if _file_bytes(path) > IN_THREAD_MAX_BYTES:
         process = await _spawn()
-        return await _ask(process, path, environ, timeout_s)
+        setup = await _ask(process, path, environ, timeout_s)
+        for job in setup.broken:  # load_setup logs these; the child's logging is off
+            logger.warning("job_id=%s broken: %s", job.id, job.reason)
+        return setup
     try:
         return await asyncio.to_thread(load_setup, path, environ)
     except PollerdError as exc:
