@@ -29,6 +29,10 @@ def nominal_interval_s(job: JobConfig, now: datetime) -> float | None:
     return (rest[0] - first).total_seconds() if rest else None
 
 
+# Lost-slot warnings are not tick lines: `pollerd.tick` keeps one line per tick or skipped slot.
+slots_logger = logging.getLogger("pollerd.slots")
+
+
 class TickRecorder:
     """Logs each outcome and skip, and keeps the per-job metrics in step with them.
 
@@ -154,7 +158,7 @@ def log_lost_slots(
             f"; plugin {plugin_id} had all its max_concurrent_ticks places taken, so ticks queue "
             "for one"
         )
-    tick_logger.warning(
+    slots_logger.warning(
         "job_id=%s plugin=%s lost %d slot(s) since %s: %s. The job cannot keep up with its "
         "schedule: raise the plugin's max_concurrent_ticks, shorten its ticks or lengthen the "
         "schedule (at most one such warning per job every %gs; every skip is counted in "
