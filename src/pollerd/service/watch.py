@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 MANIFEST_NAME = "plugin.toml"
+CANCEL_RETRY_S = 0.1
 
 
 def config_fingerprint(config_path: Path, plugin_dirs: tuple[Path, ...]) -> tuple[object, ...]:
@@ -57,10 +58,15 @@ class ConfigWatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        while task is not None and not task.done():
+            # Asked until it ends: nats-py swallows a cancellation that lands while it flushes
+            # a request (check_store and the gauges read a nats-kv store over NATS).
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def _fingerprint(self) -> tuple[object, ...]:
         config = self._service.config
