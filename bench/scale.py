@@ -142,7 +142,12 @@ def config_text(scenario: Scenario, port: int, *, changed: bool) -> str:
 
 
 def http(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        data=b"{}" if method == "POST" else None,
+        headers={"Content-Type": "application/json"} if method == "POST" else {},
+    )
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
             return response.status, response.read()
