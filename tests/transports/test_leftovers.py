@@ -34,7 +34,17 @@ def environ(**variables: str) -> bytes:
 def test_only_processes_marked_by_an_ended_tick_of_this_sweeper_are_leftovers(
     entry: bytes, left: bool
 ) -> None:
-    assert leftover_pids([(42, entry)], "tok", running={7}) == ([42] if left else [])
+    assert leftover_pids([(42, entry)], "tok", running={7}, newest=7) == ([42] if left else [])
+
+
+def test_a_tick_begun_while_a_sweep_reads_proc_is_not_taken_for_a_leftover() -> None:
+    # The sweep took its snapshot when tick 4 was the newest; tick 5 began while it read /proc,
+    # so 5 is in neither the snapshot's running set nor the ended ticks. Killing it failed a
+    # healthy tick with "killed by SIGKILL without a reply" (seen in the breaker test under load).
+    started_during_sweep = environ(**{MARK_VARIABLE: "tok-5"})
+    ended = environ(**{MARK_VARIABLE: "tok-3"})
+    found = leftover_pids([(50, started_during_sweep), (30, ended)], "tok", running={4}, newest=4)
+    assert found == [30]
 
 
 def helper_pids(path: Path) -> list[int]:

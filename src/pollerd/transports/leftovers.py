@@ -37,9 +37,11 @@ PROC = Path("/proc")
 
 
 def leftover_pids(
-    environs: Iterable[tuple[int, bytes]], token: str, running: set[int]
+    environs: Iterable[tuple[int, bytes]], token: str, running: set[int], newest: int
 ) -> list[int]:
-    """The pids whose environment marks them as part of one of our ticks that is not running."""
+    """The pids whose environment marks them as part of one of our ticks that has ended: not
+    running, and not newer than ``newest`` (the last tick begun when ``running`` was taken: a
+    tick begun while the sweep reads ``/proc`` is in neither, and is not a leftover)."""
     prefix = f"{MARK_VARIABLE}={token}-".encode()
     found = []
     for pid, environ in environs:
@@ -48,7 +50,7 @@ def leftover_pids(
             continue
         end = environ.find(b"\0", start)
         number = environ[start + len(prefix) : end if end >= 0 else None]
-        if number.isdigit() and int(number) not in running:
+        if number.isdigit() and int(number) <= newest and int(number) not in running:
             found.append(pid)
     return found
 
@@ -69,10 +71,10 @@ def _environs(own_pid: int) -> Iterator[tuple[int, bytes]]:
             continue
 
 
-def _sweep(token: str, running: set[int]) -> list[int]:
+def _sweep(token: str, running: set[int], newest: int) -> list[int]:
     """Kill the leftovers of ended ticks; the pids signalled."""
     killed = []
-    for pid in leftover_pids(_environs(os.getpid()), token, running):
+    for pid in leftover_pids(_environs(os.getpid()), token, running, newest):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -110,8 +112,8 @@ class LeftoverSweeper:
     async def _sweep_soon(self) -> None:
         while self._ended:
             self._ended = False
-            running = set(self._running)
-            killed = await asyncio.to_thread(_sweep, self.token, running)
+            running, newest = set(self._running), self._next
+            killed = await asyncio.to_thread(_sweep, self.token, running, newest)
             if killed:
                 logger.warning(
                     "plugin=%s: killed %d process(es) that ended ticks left running outside their "
@@ -129,4 +131,4 @@ class LeftoverSweeper:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if self.enabled and self._next:
-            await asyncio.to_thread(_sweep, self.token, set(self._running))
+            await asyncio.to_thread(_sweep, self.token, set(self._running), self._next)
