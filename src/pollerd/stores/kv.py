@@ -103,7 +103,6 @@ class KvStore(Store):
         self._known: dict[str, Record] = {}  # the last record read or written, by key
         self._locks: dict[str, asyncio.Lock] = {}
         self._deleted: dict[str, int] = {}  # key -> revision of its delete marker
-        self._all: tuple[int, list[Record]] | None = None  # (version, every record) last read
 
     def __repr__(self) -> str:
         return f"KvStore(bucket={self.bucket!r})"
@@ -173,7 +172,6 @@ class KvStore(Store):
     async def close(self) -> None:
         nc, self._nc, self._kv = self._nc, None, None
         self._known.clear()
-        self._all = None
         if nc is not None:
             await nc.close()
 
@@ -187,13 +185,8 @@ class KvStore(Store):
         return [record.state for record in await self._records()]
 
     async def _records(self) -> list[Record]:
-        """Read through a watch of ``job.>`` (one consumer), unless the stream's last sequence
-        says nothing was written since the last time (the service reads all jobs twice a
-        second for its gauges)."""
+        """Read through a watch of ``job.>`` (one consumer)."""
         kv = self._bucket_or_raise()
-        version = await self.version()
-        if self._all is not None and self._all[0] == version:
-            return self._all[1]
         found: list[Record] = []
         async with self._translate("read the jobs"):
             watcher = await kv.watch(JOB_KEY_PREFIX + ">", ignore_deletes=True)
@@ -205,9 +198,7 @@ class KvStore(Store):
                 await watcher.stop()  # type: ignore[no-untyped-call]
         for record in found:
             self._known[job_key(record.state.job_id)] = record
-        records = sorted(found, key=lambda record: record.state.job_id)
-        self._all = (version, records)
-        return records
+        return sorted(found, key=lambda record: record.state.job_id)
 
     async def version(self) -> int:
         kv = self._bucket_or_raise()
@@ -299,6 +290,7 @@ class KvStore(Store):
                 written = await self._change(job_id, compute)
                 return before is None or written.kv_revision != before.kv_revision
 
+        self._known.clear()  # a new term reads everything afresh, its catch-up too
         records = await self._records()
         results = await asyncio.gather(*(claim_one(r.state.job_id) for r in records))
         return sum(results)
