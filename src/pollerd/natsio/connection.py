@@ -257,3 +257,17 @@ async def connect_from_config(
         on_lost=on_lost,
         **settings,
     )
+
+
+CANCEL_RETRY_S = 0.1
+
+
+async def cancel_until_done(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and return once it has really ended.
+
+    nats-py swallows a ``CancelledError`` that lands while it flushes a publish or a request, so a
+    single ``cancel()`` can leave a task running: ask again every ``CANCEL_RETRY_S`` until it ends.
+    """
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY_S)

@@ -32,6 +32,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pollerd.errors import NatsError, PollerdError, StoreFencedError
+from pollerd.natsio.connection import cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ LEASE_BUCKET_SUFFIX = "_LEADER"
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 REFUSED_CODES = (10071, 10164)  # wrong last sequence (10164: also "check in flight")
 REQUEST_TIMEOUT_FRACTION = 0.25
-CANCEL_RETRY_S = 0.1
 OPEN_TIMEOUT_S = 30.0
 OPEN_REQUEST_TIMEOUT_S = 5.0
 OPEN_RETRY_S = 0.2  # a NATS call of the lease loop waits at most T/4
@@ -164,11 +164,7 @@ class LeaderLease:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            # nats-py swallows a CancelledError that arrives while it flushes a publish: ask
-            # again until the task has really ended.
-            task.cancel()
-            await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
+        await cancel_until_done(task)
         if task is not None and not task.cancelled() and task.exception() is not None:
             logger.warning("leader lease task failed: %r", task.exception())
         if self._epoch:

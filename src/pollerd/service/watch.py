@@ -10,6 +10,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from pollerd.natsio.connection import cancel_until_done
+
 if TYPE_CHECKING:
     from pollerd.service.core import Service
 
@@ -17,7 +19,6 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
 MANIFEST_NAME = "plugin.toml"
-CANCEL_RETRY_S = 0.1
 
 
 def config_fingerprint(config_path: Path, plugin_dirs: tuple[Path, ...]) -> tuple[object, ...]:
@@ -59,11 +60,8 @@ class ConfigWatcher:
         tb: TracebackType | None,
     ) -> None:
         task = self._task
-        while task is not None and not task.done():
-            # Asked until it ends: nats-py swallows a cancellation that lands while it flushes
-            # a request (check_store and the gauges read a nats-kv store over NATS).
-            task.cancel()
-            await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
+        # check_store and the gauges read a nats-kv store over NATS.
+        await cancel_until_done(task)
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
