@@ -12,7 +12,16 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    "script", ["config.py", "ephemeral.py", "nats.py", "failover.py", "history.py", "scale.py"]
+    "script",
+    [
+        "commands.py",
+        "config.py",
+        "ephemeral.py",
+        "nats.py",
+        "failover.py",
+        "history.py",
+        "scale.py",
+    ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:
     done = subprocess.run(

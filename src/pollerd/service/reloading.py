@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pollerd.config.gcpause import collector_paused
 from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
 from pollerd.config.setup import Setup, load_setup
 from pollerd.errors import PollerdError
@@ -138,7 +139,8 @@ async def _ask(
 
 def _answer(path: Path, returncode: int | None, out: bytes, err: bytes) -> Setup:
     try:
-        status, value = pickle.loads(out)
+        with collector_paused():  # a setup holds no cycles; see pollerd.config.gcpause
+            status, value = pickle.loads(out)
     except Exception:  # no answer: the child died (CPU limit, a crash)
         tail = err.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
         raise ReloadRefusedError(
