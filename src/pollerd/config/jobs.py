@@ -11,6 +11,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pollerd.config.schedule import Schedule
+from pollerd.config.slotstate import quick_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ Overlap = Literal["skip", "buffer_one", "cancel_other"]
 Catchup = Literal["skip", "latest", "all"]
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 3
@@ -25,6 +27,7 @@ class RetryPolicy:
     max_s: float = 30.0
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
     threshold: int = 5
@@ -32,6 +35,7 @@ class BreakerPolicy:
     max_cooldown_s: float = 600.0
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class JobConfig:
     """One valid job with its defaults applied."""

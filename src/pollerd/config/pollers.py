@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
@@ -55,6 +56,8 @@ __all__ = [
     "ServiceConfig",
     "load_config",
 ]
+
+T = TypeVar("T")
 
 NOT_IN_DEFAULTS = ("id", "kind", "schedule", "config")
 MERGED_PER_KEY = ("retry", "breaker")
@@ -125,11 +128,14 @@ class _ConfigReader:
         self.job_key_lines: dict[int, dict[str, int]] = {}
         self.job_config_lines: dict[int, dict[Loc, int]] = {}  # under each job's config
         self.job_problems: dict[int, list[tuple[Loc, int, str]]] = {}
+        # Equal policies and schedules, one object each: less memory per job, and a reload's
+        # child pickles each of them once.
+        self.shared: dict[tuple[type, str], Any] = {}
         for key, key_line in document.lines.items():
             if len(key) < 3 or key[0] != "jobs" or not isinstance(key[1], int):
                 continue
             if len(key) == 3:
-                self.job_key_lines.setdefault(key[1], {})[str(key[2])] = key_line
+                self.job_key_lines.setdefault(key[1], {})[sys.intern(str(key[2]))] = key_line
             elif key[2] == "config":
                 self.job_config_lines.setdefault(key[1], {})[key[3:]] = key_line
         for problem in document.problems:
@@ -238,7 +244,9 @@ class _ConfigReader:
             ordered = [problem for _, problem in sorted(problems, key=lambda item: item[0])]
             return _broken(job_id, kind, line, ordered)
         lines = self.job_key_lines.get(index, {})
-        return _job_config(model, line, index, lines, self.job_config_lines.get(index, {}))
+        return _job_config(
+            model, line, index, lines, self.job_config_lines.get(index, {}), self.shared
+        )
 
     def _job_line(self, index: int) -> Callable[[Loc], int]:
         """Find the line of a job field: the job's own key, else the defaults key it came from."""
@@ -320,12 +328,21 @@ def _broken(job_id: object, kind: object, line: int, problems: list[str]) -> Bro
 
 
 def _job_config(
-    model: JobModel, line: int, index: int, lines: dict[str, int], config_lines: dict[Loc, int]
+    model: JobModel,
+    line: int,
+    index: int,
+    lines: dict[str, int],
+    config_lines: dict[Loc, int],
+    shared: dict[tuple[type, str], Any],
 ) -> JobConfig:
+    retry = RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max)
+    breaker = BreakerPolicy(
+        model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown
+    )
     return JobConfig(
         id=model.id,
-        kind=model.kind,
-        schedule=model.schedule.to_schedule(),
+        kind=sys.intern(model.kind),
+        schedule=_shared(shared, model.schedule.to_schedule()),
         timezone=ZoneInfo(model.timezone),
         jitter_s=model.jitter,
         align=model.align,
@@ -338,15 +355,22 @@ def _job_config(
         catchup=model.catchup,
         max_catchup=model.max_catchup,
         history=model.history,
-        retry=RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max),
-        breaker=BreakerPolicy(
-            model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown
-        ),
+        retry=_shared(shared, retry),
+        breaker=_shared(shared, breaker),
         line=line,
         index=index,
         field_lines=lines,
         config_lines=config_lines,
     )
+
+
+def _shared(pool: dict[tuple[type, str], Any], value: T) -> T:
+    """The object of ``pool`` that is ``value`` to the last detail (its repr), else ``value``.
+
+    Keyed by the repr, not by equality: two ``at`` schedules at the same instant in other zones
+    are equal, yet each job keeps its own."""
+    shared: T = pool.setdefault((type(value), repr(value)), value)
+    return shared
 
 
 def _resolve(base: Path, text: str) -> Path:

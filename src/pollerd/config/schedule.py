@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from pollerd.config.duration import format_duration
+from pollerd.config.slotstate import quick_pickle
 from pollerd.wire import format_time
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class EverySchedule:
     """A tick every ``interval_s`` seconds of elapsed time."""
@@ -102,6 +104,7 @@ class EverySchedule:
         return f"every {format_duration(self.interval_s)}"
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
     """A cron expression of 5 fields, or 6 with the seconds first, evaluated in the job's zone."""
@@ -130,6 +133,7 @@ class CronSchedule:
         return f"cron {self.expression!r}"
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class AtSchedule:
     """A single tick at an aware moment."""
