@@ -85,6 +85,36 @@ async def test_ticks_committed_together_keep_their_order(store: Store) -> None:
     ]
 
 
+async def test_ticks_committed_together_past_keep_leave_the_newest_keep(store: Store) -> None:
+    await store.ensure("job", "rss")
+    await store.ensure("other", "rss")
+    for n in range(1, 4):
+        await commit(store, "job", record(n), keep=3)
+
+    await asyncio.gather(
+        *(commit(store, "job", record(n), keep=3) for n in range(4, 9)),
+        commit(store, "other", record(100), keep=3),
+    )
+
+    assert [t.tick_id for t in await store.history("job", 10)] == ["job@8", "job@7", "job@6"]
+    assert [t.tick_id for t in await store.history("other", 10)] == ["job@100"]
+
+
+async def test_a_tick_kept_zero_times_among_ticks_committed_together_drops_the_earlier(
+    store: Store,
+) -> None:
+    await store.ensure("job", "rss")
+    await commit(store, "job", record(1))
+
+    await asyncio.gather(
+        commit(store, "job", record(2)),
+        commit(store, "job", record(3), keep=0),
+        commit(store, "job", record(4)),
+    )
+
+    assert [t.tick_id for t in await store.history("job", 10)] == ["job@4"]
+
+
 async def test_deleting_a_job_or_changing_its_kind_forgets_its_history(store: Store) -> None:
     await store.ensure("gone", "rss")
     await store.ensure("moved", "rss")

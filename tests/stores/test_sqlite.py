@@ -177,6 +177,28 @@ async def test_updates_made_together_are_written_in_one_transaction(tmp_path: Pa
         assert await store.all() == written
 
 
+async def test_updates_of_one_job_setting_other_columns_are_stored_in_call_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as store:
+        await store.ensure("inbox", "dir_watch")
+        await store.ensure("feeds", "rss")
+
+        written = await asyncio.gather(
+            store.update("inbox", JobUpdate(cursor=b"1", last_status="ok")),
+            store.update("feeds", JobUpdate(cursor=b"f", last_status="ok")),
+            store.update("inbox", JobUpdate(last_status="timeout")),
+            store.update("inbox", JobUpdate(cursor=b"2", last_status="ok")),
+            store.update("inbox", JobUpdate(cursor=b"3")),
+        )
+
+    async with SqliteStore(path) as reopened:
+        stored = await reopened.all()
+    assert stored == [written[1], written[4]]
+    assert (stored[1].cursor, stored[1].last_status, stored[1].revision) == (b"3", "ok", 4)
+
+
 async def test_a_locked_store_fails_every_update_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     async with SqliteStore(path, busy_timeout_s=0.05) as store:

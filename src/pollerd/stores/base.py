@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -89,14 +90,19 @@ class JobUpdate:
 
     def changes(self) -> dict[str, object]:
         """The fields that are set, by name, in the order of the fields."""
-        found = {name: getattr(self, name) for name in _UPDATE_FIELDS}
-        return {name: value for name, value in found.items() if value is not UNSET}
+        return {
+            name: value
+            for name, value in zip(UPDATE_FIELDS, _update_values(self), strict=True)
+            if value is not UNSET
+        }
 
     def apply(self, state: JobState) -> JobState:
         return replace(state, revision=state.revision + 1, **self.changes())  # type: ignore[arg-type]
 
 
-_UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate) if f.name not in ("tick", "keep_ticks"))
+# The fields of JobUpdate that change a JobState, in order, and a getter of all their values.
+UPDATE_FIELDS = tuple(f.name for f in fields(JobUpdate) if f.name not in ("tick", "keep_ticks"))
+_update_values = operator.attrgetter(*UPDATE_FIELDS)
 
 
 def fresh_state(job_id: str, kind: str, paused: bool, stored: JobState | None) -> JobState:

@@ -7,21 +7,18 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 from pollerd.errors import StoreError
 from pollerd.stores import _sqlite_history
 from pollerd.stores._batch import WriteQueue
+from pollerd.stores._sqlite_batch import Write, WriteBatch
 from pollerd.stores._sqlite_file import RECREATED, file_id, prepare_new_file, read_all, write_all
 from pollerd.stores._sqlite_schema import (
     ADDED_COLUMNS,
     BUSY_TIMEOUT_S,
-    CURSOR,
     DATA_VERSION,
-    INDEX,
     JOBS_TABLE,
     META_TABLE,
-    REVISION,
     SCHEMA_KEY,
     SCHEMA_STATEMENTS,
     SELECT,
@@ -29,16 +26,13 @@ from pollerd.stores._sqlite_schema import (
     SELECT_ONE,
     VERSION_KEY,
     bump_version,
+    change_of,
     describe_error,
     ensure_rows,
     meta,
     rollback,
-    state_values,
-    to_column,
-    update_statement,
     values_from_row,
 )
-from pollerd.stores._values import normalize_changes
 from pollerd.stores.base import (
     SCHEMA_VERSION,
     UNSET,
@@ -51,13 +45,6 @@ from pollerd.stores.base import (
 from pollerd.stores.private import private_database
 
 logger = logging.getLogger(__name__)
-
-
-class _Write(NamedTuple):
-    job_id: str
-    changes: dict[str, object]  # normalized JobUpdate.changes()
-    expect_cursor: bytes | None | Unset
-    update: JobUpdate  # its ``tick`` is added to the job's history by the same transaction
 
 
 class SqliteStore(Store):
@@ -104,7 +91,7 @@ class SqliteStore(Store):
         self.full_sync = full_sync
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the file opened
-        self._writes: WriteQueue[_Write, JobState] = WriteQueue(self._write_batch)
+        self._writes: WriteQueue[Write, JobState] = WriteQueue(self._write_batch)
         self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
         self._history = _sqlite_history.HistoryTable()
         self._known_at: int | None = None
@@ -227,11 +214,11 @@ class SqliteStore(Store):
     ) -> JobState:
         """Group commit: the updates that come during one event loop turn are written in one
         transaction, in the order they came (see ``WriteQueue``)."""
-        changes = normalize_changes(change.changes())
         self._connection()
-        return await self._writes.submit(_Write(job_id, changes, expect_cursor, change))
+        write = Write(job_id, change_of(change), expect_cursor, change.tick, change.keep_ticks)
+        return await self._writes.submit(write)
 
-    def _write_batch(self, writes: Sequence[_Write]) -> list[JobState | Exception]:
+    def _write_batch(self, writes: Sequence[Write]) -> list[JobState | Exception]:
         """One transaction for every write: all are committed, or none (each caller then gets
         the StoreError). An unknown job fails only its own write."""
         if self._conn is None:
@@ -240,15 +227,12 @@ class SqliteStore(Store):
             conn = self._file_connection()
         except StoreError as exc:
             return [exc for _ in writes]
-        results: list[JobState | Exception] = []
-        written: dict[str, JobState] = {}  # by this batch, committed with it
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                known = self._known_states(conn)
-                results = [self._apply(conn, write, known, written) for write in writes]
-                if written:
-                    bump_version(conn)
+                batch = WriteBatch(conn, self._known_states(conn), self._history, self._values)
+                results = [batch.apply(write) for write in writes]
+                batch.finish()
                 conn.execute("COMMIT")
             except BaseException:
                 rollback(conn)
@@ -260,44 +244,8 @@ class SqliteStore(Store):
         if self._write_error is not None:
             logger.warning("state store %s: writes succeed again", self.path)
             self._write_error = None
-        self._known.update(written)
+        self._known.update(batch.written)
         return results
-
-    def _apply(
-        self,
-        conn: sqlite3.Connection,
-        write: _Write,
-        known: dict[str, JobState],
-        written: dict[str, JobState],
-    ) -> JobState | Exception:
-        """Take the job's state (known, or read), write only the changed columns, and build the
-        new state from both: no ``RETURNING`` (it costs more than the read) and no second parse."""
-        values: list[object]
-        state = written.get(write.job_id) or known.get(write.job_id)
-        if state is not None:
-            values = list(state_values(state))
-        else:
-            row = conn.execute(SELECT_ONE, (write.job_id,)).fetchone()
-            if row is None:
-                return KeyError(write.job_id)
-            try:
-                values = self._values(row)
-            except StoreError as exc:
-                return exc
-        changes = write.changes
-        if write.expect_cursor is not UNSET and values[CURSOR] != write.expect_cursor:
-            changes = {name: value for name, value in changes.items() if name != "cursor"}
-        conn.execute(
-            update_statement(tuple(changes)),
-            (*(to_column(name, value) for name, value in changes.items()), write.job_id),
-        )
-        if (tick := write.update.tick) is not None:
-            self._history.append(conn, write.job_id, tick, write.update.keep_ticks)
-        for name, value in changes.items():
-            values[INDEX[name]] = value
-        values[REVISION] += 1  # type: ignore[operator]
-        new = written[write.job_id] = JobState(*values)  # type: ignore[arg-type]
-        return new
 
     async def delete(self, job_id: str) -> None:
         conn = self._file_connection()
