@@ -1,8 +1,9 @@
 """The CPU cost of a tick's store work (``get`` then ``update`` with a history record).
 
-Run: ``.venv/bin/python bench/store_commit.py [--jobs N] [--writes N] [--batch N ...] [--rate N]
-[--profile]``. The store holds ``--jobs`` jobs whose history is already full (``keep_ticks``
-records each), so every commit also drops the oldest record, as in a long-running service.
+Run: ``.venv/bin/python bench/store_commit.py [--jobs N] [--writes N] [--batch N ...]
+[--rate N] [--window-ms N] [--profile]``. The store holds ``--jobs`` jobs whose history is
+already full (``keep_ticks`` records each), so every commit also drops the oldest record, as in
+a long-running service.
 
 ``--batch``: the ticks are committed in rounds of that many concurrent ticks (one group-commit
 batch each). ``--rate``: the ticks arrive one at a time at that many per second of wall time
@@ -23,7 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pollerd.stores.base import JobSeed, JobUpdate, TickRecord
+from pollerd.stores.base import JobSeed, JobUpdate, Store, TickRecord
 from pollerd.stores.sqlite import SqliteStore
 
 KEEP = 50
@@ -68,12 +69,12 @@ async def seed(path: Path, jobs: int) -> None:
         conn.close()
 
 
-async def tick(store: SqliteStore, job_id: str, n: int) -> None:
+async def tick(store: Store, job_id: str, n: int) -> None:
     await store.get(job_id)
     await store.update(job_id, change(n))
 
 
-async def by_batch(store: SqliteStore, ids: list[str], writes: int, batch: int) -> float:
+async def by_batch(store: Store, ids: list[str], writes: int, batch: int) -> float:
     started = time.process_time()
     for start in range(0, writes, batch):
         await asyncio.gather(
@@ -82,16 +83,19 @@ async def by_batch(store: SqliteStore, ids: list[str], writes: int, batch: int) 
     return (time.process_time() - started) / writes * 1e6
 
 
-async def by_rate(store: SqliteStore, ids: list[str], writes: int, rate: float) -> float:
+async def by_rate(store: Store, ids: list[str], writes: int, rate: float) -> float:
+    """Ticks started by timers, ``rate`` a second, as a scheduler starts them."""
     loop = asyncio.get_running_loop()
-    began = loop.time()
     tasks: list[asyncio.Task[None]] = []
+    began = loop.time() + 0.01
+
+    def start(n: int) -> None:
+        tasks.append(asyncio.create_task(tick(store, ids[n % len(ids)], n)))
+
     started = time.process_time()
     for n in range(writes):
-        delay = began + n / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(tick(store, ids[n % len(ids)], n)))
+        loop.call_at(began + n / rate, start, n)
+    await asyncio.sleep(writes / rate + 0.02)
     await asyncio.gather(*tasks)
     return (time.process_time() - started) / writes * 1e6
 
@@ -102,20 +106,23 @@ async def main() -> None:
     parser.add_argument("--writes", type=int, default=20_000)
     parser.add_argument("--batch", type=int, nargs="*", default=[1, 5, 20, 100])
     parser.add_argument("--rate", type=float, default=0.0, help="ticks per second (not batches)")
+    parser.add_argument("--window-ms", type=float, default=0.0, help="the group-commit window")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.db"
         await seed(path, args.jobs)
         ids = job_ids(args.jobs)
-        async with SqliteStore(path) as store:
+        async with SqliteStore(path, commit_window_s=args.window_ms / 1000) as store:
             await by_batch(store, ids, args.jobs, 100)  # every job read once: warm caches
             profile = cProfile.Profile() if args.profile else None
             if profile is not None:
                 profile.enable()
             if args.rate:
                 us = await by_rate(store, ids, args.writes, args.rate)
-                print(f"{args.rate:g} ticks/s: {us:.1f} µs CPU per tick")
+                print(
+                    f"{args.rate:g} ticks/s, window {args.window_ms:g} ms: {us:.1f} µs CPU per tick"
+                )
             else:
                 for batch in args.batch:
                     us = await by_batch(store, ids, args.writes, batch)

@@ -1,4 +1,4 @@
-"""WriteQueue: the writes of one event loop turn are handed to the writer together."""
+"""WriteQueue: the writes of one event loop turn (or of one window) go to the writer together."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from pollerd.stores._batch import WriteQueue
+from pollerd.stores._batch import WriteQueue, flush_delay
 
 
 class Recorder:
@@ -106,3 +106,37 @@ async def test_flush_writes_the_waiting_batch_at_once(writer: Recorder) -> None:
     assert writer.batches == [[3]]
     assert await task == 30
     assert writer.batches == [[3]]  # the turn's scheduled write found nothing left
+
+
+@pytest.mark.parametrize(
+    ("now", "last_flush", "window_s", "delay"),
+    [
+        (10.0, None, 0.005, 0.0),  # the first batch: at the end of the turn
+        (10.0, 9.0, 0.005, 0.0),  # the previous batch is older than the window
+        (10.0, 9.998, 0.005, 0.003),  # within the window: until it ends
+        (10.0, 10.0, 0.005, 0.005),
+        (10.0, 9.999, 0.0, 0.0),  # no window
+    ],
+)
+def test_a_batch_waits_for_the_window_only_right_after_another_batch(
+    now: float, last_flush: float | None, window_s: float, delay: float
+) -> None:
+    assert flush_delay(now, last_flush, window_s) == pytest.approx(delay)
+
+
+async def test_with_a_window_a_lone_write_is_written_at_once_and_the_next_waits(
+    writer: Recorder,
+) -> None:
+    queue = WriteQueue(writer, window_s=3600)
+    assert await queue.submit(1) == 10
+    second = asyncio.create_task(queue.submit(2))
+    third = asyncio.create_task(queue.submit(3))
+    for _ in range(5):
+        await asyncio.sleep(0)  # turns go by: the window holds the batch
+    waited = list(writer.batches)
+
+    queue.flush()
+
+    assert waited == [[1]]
+    assert (await second, await third) == (20, 30)
+    assert writer.batches == [[1], [2, 3]]

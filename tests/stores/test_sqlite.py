@@ -256,6 +256,35 @@ async def test_closing_the_store_writes_the_waiting_updates_first(tmp_path: Path
     assert written.cursor == b"last"
 
 
+async def test_updates_waiting_in_the_commit_window_are_written_before_later_calls(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, commit_window_s=3600)
+    await store.open()
+    await store.ensure("inbox", "dir_watch")
+    await store.update("inbox", JobUpdate(cursor=b"first"))  # at once: nothing came just before
+    waiting = [
+        asyncio.create_task(store.update("inbox", JobUpdate(cursor=b"deleted"))),
+        asyncio.create_task(store.update("inbox", JobUpdate(cursor=b"last"))),
+    ]
+    await asyncio.sleep(0)
+
+    held = all(not task.done() for task in waiting)
+    await store.delete("inbox")
+    await store.ensure("inbox", "dir_watch")
+    closing_with = asyncio.create_task(store.update("inbox", JobUpdate(cursor=b"closed")))
+    await asyncio.sleep(0)
+    await store.close()
+
+    assert held
+    assert [(await task).cursor for task in waiting] == [b"deleted", b"last"]
+    assert (await closing_with).cursor == b"closed"
+    async with SqliteStore(path) as reopened:
+        stored = await reopened.get("inbox")
+    assert stored is not None and stored.cursor == b"closed"
+
+
 async def test_an_update_builds_on_a_write_made_meanwhile_by_another_connection(
     tmp_path: Path,
 ) -> None:

@@ -35,7 +35,7 @@ from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, prepare_reload
 from pollerd.service.routes import RouteTable, supervised
-from pollerd.stores import open_store
+from pollerd.stores import SERVICE_COMMIT_WINDOW_S, open_store
 from pollerd.stores.base import JobSeed, JobState, Store
 from pollerd.stores.statelock import StateLock
 from pollerd.supervision.status import PluginState, PluginStatus
@@ -75,7 +75,9 @@ class Service:
         self.clock = clock
         nats = self.config.nats
         self.store = store or open_store(
-            self.config, connect=lambda: connect_from_config(nats, name="pollerd-store")
+            self.config,
+            connect=lambda: connect_from_config(nats, name="pollerd-store"),
+            commit_window_s=SERVICE_COMMIT_WINDOW_S,
         )
         self.metrics = Metrics()
         self.recorder = TickRecorder(self.metrics, clock, lambda p: self._routes.full(p))
