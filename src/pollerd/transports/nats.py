@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pollerd import wire
 from pollerd.errors import PluginUnavailableError, ProtocolError, TickTimeoutError, TransportError
 from pollerd.transports.base import Transport
+from pollerd.transports.natsmux import mux_for
 from pollerd.wire import tick_subject
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class NatsTransport(Transport):
         max_cursor_bytes: int = wire.MAX_CURSOR_BYTES,
     ) -> None:
         self._nc = nc
+        self._mux = mux_for(nc)
         self.plugin_id = plugin_id
         self.subject = tick_subject(subject_prefix)
         self._max_cursor_bytes = max_cursor_bytes
@@ -49,7 +51,7 @@ class NatsTransport(Transport):
         self._check_connection(job_id)
         frame = request.encode()
         try:
-            msg = await self._nc.request(self.subject, frame, timeout=timeout_s)
+            msg = await self._mux.request(self.subject, frame, timeout_s)
         except NoRespondersError:
             raise PluginUnavailableError(
                 f"no plugin serves {self.subject}: is plugin {self.plugin_id!r} running?",
