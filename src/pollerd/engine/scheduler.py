@@ -42,9 +42,11 @@ _US_PER_S = 1_000_000
 _ONE_US = timedelta(microseconds=1)
 _IDLE_RETRY_S = 0.001
 # Wake-ups are rounded up to this grid of loop time: the jobs due within one step are handed
-# over together, so their requests leave in one socket write and their commits share one
-# transaction. It bounds the lateness this adds (2.5 ms on average at 5 ms).
-BATCH_S = 0.005
+# over together, so their requests leave in one socket write, their replies come back in few
+# reads and their commits share one transaction. It adds 5 ms of lateness on average. Measured
+# at 10,000 jobs every 10 s (bench/scale.py): pollerd's user CPU per tick 327 µs on a 5 ms grid,
+# 265 µs on 10 ms, 248 µs on 20 ms; plugin-side lateness p99 18, 17 and 27 ms.
+BATCH_S = 0.01
 
 
 class _Entry:
