@@ -93,6 +93,10 @@ def _preview(text: object, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
+# One encoder for every frame: ``json.dumps`` with options builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with millisecond precision and a ``Z``."""
     if moment.tzinfo is None or moment.utcoffset():
@@ -254,7 +258,7 @@ class TickRequest(FrozenRecord):
 
     def encode(self) -> bytes:
         """One JSON line, newline-terminated."""
-        return json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
+        return _COMPACT.encode(self.to_json()).encode() + b"\n"
 
 
 class Event(FrozenRecord):

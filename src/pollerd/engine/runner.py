@@ -113,7 +113,7 @@ class TickRunner:
         state = await self.store.get(job.id)
         if state is None:
             state = await self.store.ensure(job.id, job.kind, paused=job.paused)
-        if not dry_run:
+        if not dry_run and _may_skip(state):
             skipped = await self._skip_reason(job, state)
             if skipped is not None:
                 return base.outcome(status="skipped", skipped=skipped)
@@ -124,9 +124,10 @@ class TickRunner:
         try:
             reply = await self._tick_with_retries(job, route, state, base, attempts)
             if not dry_run:
-                duplicates = await self.publisher.publish(
-                    job.kind, job.id, reply.events, space=state.event_space
-                )
+                if reply.events:
+                    duplicates = await self.publisher.publish(
+                        job.kind, job.id, reply.events, space=state.event_space
+                    )
                 if self.after_publish is not None:
                     self.after_publish(job.id)
         except (TransportError, EventPublishError) as exc:
@@ -151,7 +152,10 @@ class TickRunner:
             return base.outcome(
                 status=STATUS_OK, attempts=attempts[0], duration_s=duration, reply=reply
             )
-        record = self._record(base, STATUS_OK, attempts[0], duration, len(reply.events), None)
+        finished = self.clock()
+        record = self._record(
+            base, STATUS_OK, attempts[0], duration, len(reply.events), None, finished
+        )
         new_state = await self._commit_success(job, state, base, reply, record)
         return base.outcome(
             status=STATUS_OK,
@@ -266,11 +270,12 @@ class TickRunner:
         duration_s: float,
         events: int,
         error: str | None,
+        finished: datetime | None = None,
     ) -> TickRecord:
         return TickRecord(
             tick_id=base.tick_id,
             slot=base.slot,
-            finished_at=self.clock(),
+            finished_at=self.clock() if finished is None else finished,
             status=status,
             attempts=attempts,
             duration_s=duration_s,
@@ -282,7 +287,7 @@ class TickRunner:
     async def _commit_success(
         self, job: JobConfig, state: JobState, tick: _Base, reply: TickReply, record: TickRecord
     ) -> JobState:
-        now = self.clock()
+        now = record.finished_at
         change = JobUpdate(
             cursor=UNSET if reply.next_cursor is None else reply.next_cursor,
             last_status=STATUS_OK,
@@ -385,6 +390,12 @@ class _StopAtDeadline(tenacity.stop.stop_base):
         return not policy.attempt_fits(
             self._deadline, self._runner.clock(), retry_state.upcoming_sleep
         )
+
+
+def _may_skip(state: JobState) -> bool:
+    """Whether the job is paused, broken or has a breaker that may be open (the usual job is
+    none of these: its slot runs without a look at the breaker)."""
+    return state.paused or state.broken_reason is not None or state.breaker_open_until is not None
 
 
 def _is_transient(exc: BaseException) -> bool:
