@@ -47,6 +47,9 @@ class DictBackend:
     async def jobs(self) -> list[dict[str, Any]]:
         return list(self.rows.values())
 
+    async def skips(self) -> list[dict[str, Any]]:
+        return [{"id": "feeds", "skipped_slots": 2, "last_skip": "overlap at 2026-12-02T01:20:03Z"}]
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         return self.rows.get(job_id)
 
@@ -218,6 +221,17 @@ async def test_jobs_lists_the_backend_rows_as_json(start: Start) -> None:
 
     assert status == 200
     assert [row["id"] for row in body] == ["feeds", "prices"]
+
+
+async def test_jobs_with_only_skips_lists_the_skipped_slots_alone(start: Start) -> None:
+    client = await start()
+
+    status, body = await client.request("GET", "/v1/jobs?only=skips")
+
+    assert status == 200
+    assert body == [
+        {"id": "feeds", "skipped_slots": 2, "last_skip": "overlap at 2026-12-02T01:20:03Z"}
+    ]
 
 
 async def test_one_job_is_returned_by_id_and_an_unknown_one_is_404(start: Start) -> None:

@@ -15,6 +15,9 @@ from pollerd.config.slotstate import quick_pickle
 
 logger = logging.getLogger(__name__)
 
+# What json.dumps(sort_keys=True, separators=(",", ":"), default=repr) would build on every call.
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+
 Overlap = Literal["skip", "buffer_one", "cancel_other"]
 Catchup = Literal["skip", "latest", "all"]
 
@@ -95,7 +98,7 @@ def _job_hash(job: JobConfig) -> str:
         "retry": _shallow(job.retry),
         "breaker": _shallow(job.breaker),
     }
-    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=repr)
+    text = _HASH_ENCODER.encode(definition)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -130,7 +130,7 @@ class _ConfigReader:
         self.job_problems: dict[int, list[tuple[Loc, int, str]]] = {}
         # Equal policies and schedules, one object each: less memory per job, and a reload's
         # child pickles each of them once.
-        self.shared: dict[tuple[type, str], Any] = {}
+        self.shared: dict[tuple[type, tuple[str, ...]], Any] = {}
         for key, key_line in document.lines.items():
             if len(key) < 3 or key[0] != "jobs" or not isinstance(key[1], int):
                 continue
@@ -333,7 +333,7 @@ def _job_config(
     index: int,
     lines: dict[str, int],
     config_lines: dict[Loc, int],
-    shared: dict[tuple[type, str], Any],
+    shared: dict[tuple[type, tuple[str, ...]], Any],
 ) -> JobConfig:
     retry = RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max)
     breaker = BreakerPolicy(
@@ -364,12 +364,14 @@ def _job_config(
     )
 
 
-def _shared(pool: dict[tuple[type, str], Any], value: T) -> T:
-    """The object of ``pool`` that is ``value`` to the last detail (its repr), else ``value``.
+def _shared(pool: dict[tuple[type, tuple[str, ...]], Any], value: T) -> T:
+    """The object of ``pool`` that is ``value`` to the last detail, else ``value``.
 
-    Keyed by the repr, not by equality: two ``at`` schedules at the same instant in other zones
-    are equal, yet each job keeps its own."""
-    shared: T = pool.setdefault((type(value), repr(value)), value)
+    Keyed by the repr of each field, not by equality: two ``at`` schedules at the same instant in
+    other zones are equal, yet each job keeps its own (10 and 10.0, 0.0 and -0.0 likewise)."""
+    state: tuple[Any, ...] = value.__getstate__()  # type: ignore[assignment] # see slotstate
+    fields = tuple(map(repr, state))
+    shared: T = pool.setdefault((type(value), fields), value)
     return shared
 
 

@@ -44,6 +44,9 @@ class AdminBackend(Protocol):
     async def jobs(self) -> list[dict[str, Any]]:
         """Rows as `pollerd jobs --json` prints them."""
 
+    async def skips(self) -> list[dict[str, Any]]:
+        """``{"id", "skipped_slots", "last_skip"}`` of each job that lost slots since the start."""
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         """One row, or None for an unknown job."""
 
@@ -344,6 +347,8 @@ class AdminServer:
     # -- admin API -----------------------------------------------------------------------------
 
     async def _jobs(self, request: web.Request) -> web.Response:
+        if request.query.get("only") == "skips":  # what `pollerd jobs` adds to the store's rows
+            return web.json_response(await self._backend.skips())
         return web.json_response(await self._backend.jobs())
 
     async def _job(self, request: web.Request) -> web.Response:

@@ -29,11 +29,19 @@ class ServiceBackend:
         rows = await views.job_rows(
             service.setup, service.store, service.clock(), service.next_runs()
         )
-        skips = {
+        return [row.to_json() for row in views.with_skips(rows, self._skips())]
+
+    async def skips(self) -> list[dict[str, Any]]:
+        return [
+            {"id": job_id, "skipped_slots": count, "last_skip": last}
+            for job_id, (count, last) in self._skips().items()
+        ]
+
+    def _skips(self) -> dict[str, tuple[int, str]]:
+        return {
             job_id: (s.count, f"{s.last_reason} at {format_time(s.last_at)}")
-            for job_id, s in service.recorder.skips.summaries().items()
+            for job_id, s in self._service.recorder.skips.summaries().items()
         }
-        return [row.to_json() for row in views.with_skips(rows, skips)]
 
     def leadership(self) -> dict[str, Any] | None:
         """Which replica leads (store nats-kv); None for a single pollerd."""

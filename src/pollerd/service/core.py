@@ -33,7 +33,7 @@ from pollerd.service.leadership import Leadership, make_leadership
 from pollerd.service.natsaccess import NatsAccess
 from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
-from pollerd.service.reloading import ReloadRefusedError, prepare_reload
+from pollerd.service.reloading import ReloadRefusedError, SpareReader, prepare_reload
 from pollerd.service.routes import RouteTable, supervised
 from pollerd.stores import SERVICE_COMMIT_WINDOW_S, open_store
 from pollerd.stores.base import JobSeed, JobState, Store
@@ -102,6 +102,7 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._runner: TickRunner | None = None
         self._reload_lock = asyncio.Lock()
+        self._spare_reader = SpareReader()
         self.leadership: Leadership | None = None
         self.reload_requested = asyncio.Event()
         self.store_error: str | None = None
@@ -164,6 +165,8 @@ class Service:
         for broken in self.setup.broken:
             logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
         self.phase = PHASE_RUNNING
+        self._stack.push_async_callback(self._spare_reader.aclose)
+        self._spare_reader.start_for(self.config.path)
         logger.info(
             "pollerd running %d job(s) with %d plugin(s); state in %s",
             len(self.setup.jobs),
@@ -322,7 +325,7 @@ class Service:
             raise NotReadyError(f"pollerd is {self.phase}; reload once it is ready")
         async with self._reload_lock:
             try:
-                prepared = await prepare_reload(self.setup, self.environ)
+                prepared = await prepare_reload(self.setup, self.environ, self._spare_reader)
             except ReloadRefusedError as exc:
                 return self._refuse_reload(str(exc))
             plan, new, pending = prepared.plan, prepared.setup, prepared.restart_needed
