@@ -196,35 +196,12 @@ class TickRunner:
     ) -> TickReply:
         timeout_s = job.tick_timeout_s or route.tick_timeout_s
         deadline = self.clock() + timedelta(seconds=timeout_s)
-        tick_id = tick.tick_id
-
-        async def attempt(number: int) -> TickReply:
-            attempts[0] = number
-            # Built once the plugin's concurrency limit is taken: `now` then tells the plugin
-            # how much of the budget is left (the SDK stops its handler by it).
-            return await self._send(route, lambda: request(number), deadline, tick)
-
-        def request(number: int) -> TickRequest:
-            return TickRequest(
-                kind=job.kind,
-                job_id=job.id,
-                tick_id=tick_id,
-                attempt=number,
-                agent_id=job.target,
-                cursor=state.cursor,
-                config=job.config,
-                now=self.clock(),
-                scheduled_at=tick.slot,
-                deadline=deadline,
-                interval_hint_secs=_interval_hint(job),
-                epoch=(self.epoch() or None) if self.epoch is not None else None,
-            )
-
         # The first attempt runs outside tenacity: it usually succeeds, and building and driving
         # AsyncRetrying costs about as much as a NATS request. A transient failure is replayed
         # as tenacity's attempt 1, so stops, waits and retry logs are exactly tenacity's.
+        attempts[0] = 1
         try:
-            return await attempt(1)
+            return await self._send(job, route, state, tick, 1, deadline)
         except TransportError as exc:
             if not _is_transient(exc):
                 raise
@@ -235,31 +212,49 @@ class TickRunner:
             retry=tenacity.retry_if_exception(_is_transient),
             sleep=self.sleep,  # type: ignore[arg-type]
             reraise=True,
-            before_sleep=lambda rs: _log_retry(job, route, tick_id, rs),
+            before_sleep=lambda rs: _log_retry(job, route, tick.tick_id, rs),
         )
         async for try_ in retrying:
             with try_:
                 number = try_.retry_state.attempt_number
+                attempts[0] = number
                 if number == 1:
-                    attempts[0] = 1
                     raise first_failure
-                reply = await attempt(number)
+                reply = await self._send(job, route, state, tick, number, deadline)
         return reply
 
     async def _send(
         self,
+        job: JobConfig,
         route: Route,
-        make_request: Callable[[], TickRequest],
-        deadline: datetime,
+        state: JobState,
         tick: _Base,
+        attempt: int,
+        deadline: datetime,
     ) -> TickReply:
         async with route.limit:
-            request = make_request()
+            # Built once the plugin's concurrency limit is taken: `now` then tells the plugin
+            # how much of the budget is left (the SDK stops its handler by it).
+            now = self.clock()
             if tick.sent_at is None:  # lateness runs to here: the wait for the limit is in it
-                tick.sent_at = request.now
-            remaining = (deadline - request.now).total_seconds()
+                tick.sent_at = now
+            remaining = (deadline - now).total_seconds()
             if remaining <= 0:
-                raise _deadline_passed(route, request.job_id)
+                raise _deadline_passed(route, job.id)
+            request = TickRequest(
+                kind=job.kind,
+                job_id=job.id,
+                tick_id=tick.tick_id,
+                attempt=attempt,
+                agent_id=job.target,
+                cursor=state.cursor,
+                config=job.config,
+                now=now,
+                scheduled_at=tick.slot,
+                deadline=deadline,
+                interval_hint_secs=_interval_hint(job),
+                epoch=(self.epoch() or None) if self.epoch is not None else None,
+            )
             return await route.transport.send(request, remaining)
 
     def _record(
