@@ -47,9 +47,14 @@ async def test_a_request_nobody_answers_times_out_and_leaves_nothing_behind(
 
     await nats_client.subscribe("silent.tick", cb=swallow)
     mux = RequestMux(nats_client)
-    with pytest.raises(NatsTimeoutError):
-        await mux.request("silent.tick", b"x", 0.05)
+    results = await asyncio.gather(
+        mux.request("silent.tick", b"x", 0.05),
+        mux.request("silent.tick", b"y", 0.3),
+        return_exceptions=True,
+    )
+    assert [type(result) for result in results] == [NatsTimeoutError, NatsTimeoutError]
     assert mux._pending == {}
+    assert mux._expiring == {}  # each sweep step forgets its tokens
 
 
 async def test_a_cancelled_request_is_forgotten_and_a_late_reply_ignored(
