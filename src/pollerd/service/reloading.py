@@ -252,3 +252,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # The answer is out: end without freeing the setup object by object (a tenth of a second at
+    # 10,000 jobs, while pollerd waits for this process to end).
+    os._exit(0)
