@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pollerd.config import yamlfile
 from pollerd.config.yamlfile import MAX_DEPTH, parse_yaml, read_yaml
@@ -92,3 +93,26 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(
         "pollers.yaml: the file is larger than 1 KiB; a pollers.yaml this large is not one an "
         "operator wrote: check that it is the right file"
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x {b: 1, c: [1, 2.5, null, true]}\nd: *x\ne: {<<: *x, f: 2}\n",
+        "a: !!set {x, y}\nb: !!omap [{a: 1}, {b: 2}]\nc: !!binary aGVsbG8=\n",
+        "a: 1\na: 2\nb: {x: 1, x: 3}\n",
+        "- 2025-01-01\n- 2025-01-01T10:00:00Z\n- ~\n- yes\n- 0x1f\n- 1.5e3\n- .inf\n- '7'\n",
+        "1: a\n2.5: b\ntrue: c\nnull: d\n",
+        "? !!str 12\n: v\nlist: [[1, [2, {a: b}]], []]\n",
+        "jobs:\n  - &j {id: a, kind: k, schedule: {every: 1s}}\n  - <<: *j\n    id: b\n",
+    ],
+)
+def test_the_data_is_what_pyyaml_constructs(text: str) -> None:
+    assert parse_yaml(text, "f.yaml").data == yaml.safe_load(text)
+
+
+def test_an_alias_gives_the_same_object_as_in_pyyaml() -> None:
+    data = parse_yaml("x: &a [1, 2]\ny: [*a, *a]\n", "f.yaml").data
+
+    assert data["y"][0] is data["x"]
+    assert data["y"][1] is data["x"]

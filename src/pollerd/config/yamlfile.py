@@ -51,6 +51,14 @@ Loc = tuple[str | int, ...]
 _REFERENCE = re.compile(r"\$(\$)?\{([^}\n]*)(\})?")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+# Mapping keys the index builds itself; other tags (a merge key, '=') take PyYAML's whole path.
+_PLAIN_KEY_TAGS = frozenset(
+    {_STR_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"}
+    | {"tag:yaml.org,2002:null"}
+)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -201,10 +209,8 @@ def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> Yam
     try:
         _check_shape(text)
         node = loader.get_single_node()
-        index = _LineIndex(original)
-        if node is not None:
-            index.visit(node, ())
-        data = loader.construct_document(node) if node is not None else None
+        index = _LineIndex(original, loader)
+        data = index.build(node, ()) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = original(mark.line + 1) if mark is not None else 1
@@ -279,15 +285,68 @@ class _RecursiveAliasError(Exception):
 
 
 class _LineIndex:
-    """Walks the node graph before construction and records the line of each key and item."""
+    """Walks the node graph once: records the line of each key and item and builds the data.
 
-    def __init__(self, original: Any) -> None:
+    Plain mappings (scalar keys, no merge key) and sequences are built here, which costs half
+    of PyYAML's constructor walking the graph a second time; scalars other than strings, and
+    any other collection (``<<`` merges, ``!!set``, ``!!omap``), are built by the loader.
+    """
+
+    def __init__(self, original: Any, loader: Any) -> None:
         self._original = original
+        self._loader = loader
         self._on_path: set[int] = set()
+        self._built: dict[int, Any] = {}  # id(collection node) -> its data: aliases share it
         self.lines: dict[Loc, int] = {}
         self.problems: list[tuple[Loc, int, str]] = []
 
+    def build(self, node: Node, loc: Loc) -> Any:
+        """The data of ``node``, as the loader would construct it, with its lines recorded."""
+        if isinstance(node, ScalarNode):
+            return node.value if node.tag == _STR_TAG else self._loader.construct_object(node)
+        key = id(node)
+        if key in self._built:  # an alias: the same data, and its lines under this path too
+            self.visit(node, loc)
+            return self._built[key]
+        if not _plain(node):
+            self.visit(node, loc)
+            data = self._loader.construct_object(node, deep=True)
+        else:
+            if key in self._on_path:
+                raise _RecursiveAliasError(self._original(node.start_mark.line + 1))
+            self._on_path.add(key)
+            if isinstance(node, MappingNode):
+                data = self._build_mapping(node, loc)
+            else:
+                data = [self._item(position, item, loc) for position, item in enumerate(node.value)]
+            self._on_path.discard(key)
+        self._built[key] = data
+        return data
+
+    def _item(self, position: int, item: Node, loc: Loc) -> Any:
+        self.lines[(*loc, position)] = self._original(item.start_mark.line + 1)
+        return self.build(item, (*loc, position))
+
+    def _build_mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
+        data: dict[Any, Any] = {}
+        first_seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            self._key_line(key, name, loc, first_seen)
+            data[self.build(key, loc)] = self.build(value, (*loc, name))
+        return data
+
+    def _key_line(self, key: Node, name: str, loc: Loc, first_seen: dict[str, int]) -> None:
+        line = self._original(key.start_mark.line + 1)
+        if name in first_seen:
+            message = f"duplicate key {name!r} (first set at line {first_seen[name]})"
+            self.problems.append(((*loc, name), line, message))
+        else:
+            first_seen[name] = line
+            self.lines[(*loc, name)] = line
+
     def visit(self, node: Node, loc: Loc) -> None:
+        """Record the lines under ``node`` without building its data."""
         if isinstance(node, ScalarNode):
             return
         if id(node) in self._on_path:
@@ -306,12 +365,15 @@ class _LineIndex:
         for key, value in node.value:
             if key.tag == _MERGE_TAG or not isinstance(key, ScalarNode):
                 continue  # merged keys keep the lines of their anchor
-            line = self._original(key.start_mark.line + 1)
             name = str(key.value)
-            if name in first_seen:
-                message = f"duplicate key {name!r} (first set at line {first_seen[name]})"
-                self.problems.append(((*loc, name), line, message))
-            else:
-                first_seen[name] = line
-                self.lines[(*loc, name)] = line
+            self._key_line(key, name, loc, first_seen)
             self.visit(value, (*loc, name))
+
+
+def _plain(node: Node) -> bool:
+    """A mapping of scalar keys without merges, or a sequence: built by ``_LineIndex``."""
+    if isinstance(node, SequenceNode):
+        return node.tag == _SEQ_TAG
+    return node.tag == _MAP_TAG and all(
+        isinstance(key, ScalarNode) and key.tag in _PLAIN_KEY_TAGS for key, _ in node.value
+    )
