@@ -17,17 +17,20 @@ _NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*", re.ASCII)
 _EXAMPLES = "e.g. '500ms', '10s', '5m', '2h', '1d' or '1h30m'"
 
 
-@functools.lru_cache(maxsize=1024, typed=True)  # typed: True is refused, 1 is one second
 def parse_duration(text: str | int | float) -> float:
     """Return the duration in seconds. Bare numbers (and numeric strings) are seconds.
 
-    Raises ``ValueError`` with a message an operator can act on. Cached: 10,000 jobs write the
-    same few durations.
+    Raises ``ValueError`` with a message an operator can act on.
     """
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(f"expected a duration ({_EXAMPLES}), got {text!r}")
     if not isinstance(text, str):
         return _check_number(float(text), text)
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=1024)  # 10,000 jobs write the same few durations
+def _parse_text(text: str) -> float:
     if not text.strip():
         raise ValueError(f"empty duration; write one, {_EXAMPLES}")
     bare = _NUMBER.fullmatch(text)
@@ -67,6 +70,7 @@ def _parse_parts(text: str) -> float:
     return total
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # `pollerd jobs`: 10,000 jobs, a few intervals
 def format_duration(seconds: float) -> str:
     """Format seconds the way ``parse_duration`` reads them: 90 → ``1m30s``, 0.5 → ``500ms``."""
     _check_number(float(seconds), seconds)
