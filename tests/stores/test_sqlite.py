@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,23 @@ async def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
     async with SqliteStore(path) as store:
         assert await store.get("inbox") == written
         assert await store.version() == version
+
+
+async def test_times_are_stored_as_utc_iso_text_with_microseconds_even_when_zero(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    whole = datetime(2026, 11, 22, 9, 30, tzinfo=timezone(timedelta(hours=1)))
+    async with SqliteStore(path) as store:
+        await store.ensure("inbox", "dir_watch")
+        await store.update(
+            "inbox",
+            JobUpdate(last_run_at=whole, last_success_at=whole + timedelta(microseconds=7)),
+        )
+
+    with raw(path) as conn:
+        texts = conn.execute("SELECT last_run_at, last_success_at FROM jobs").fetchone()
+    assert texts == ("2026-11-22T08:30:00.000000+00:00", "2026-11-22T08:30:00.000007+00:00")
 
 
 async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:

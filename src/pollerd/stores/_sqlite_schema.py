@@ -109,9 +109,15 @@ def update_statement(names: tuple[str, ...]) -> str:
     return f"UPDATE {JOBS_TABLE} SET {', '.join(assignments)} WHERE job_id = ?"
 
 
+def iso_text(moment: datetime) -> str:
+    """ISO 8601 with microseconds, always (``isoformat()`` omits them when they are 0; its
+    ``timespec`` argument costs a third of the call)."""
+    return moment.isoformat() if moment.microsecond else moment.isoformat(timespec="microseconds")
+
+
 def to_column(name: str, value: object) -> object:
     if name in TIME_FIELDS and isinstance(value, datetime):
-        return to_utc(value, name).isoformat(timespec="microseconds")
+        return iso_text(to_utc(value, name))
     return value
 
 
@@ -151,7 +157,7 @@ def change_of(update: JobUpdate) -> Change:
         if name in TIME_FIELDS and isinstance(value, datetime):
             if last is None or last[0] is not value:
                 utc = value if value.tzinfo is UTC else to_utc(value, name)
-                last = (value, utc, utc.isoformat(timespec="microseconds"))
+                last = (value, utc, iso_text(utc))
             values.append(last[1])
             columns.append(last[2])
         else:

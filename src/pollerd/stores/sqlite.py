@@ -107,6 +107,7 @@ class SqliteStore(Store):
         self._known: dict[str, JobState] = {}  # exact while data_version is _known_at
         self._history = _sqlite_history.HistoryTable()
         self._known_at: int | None = None
+        self._version_reader: sqlite3.Cursor | None = None  # reads DATA_VERSION
         self._write_error: str | None = None  # the last write failed (disk full, read-only…)
 
     def __repr__(self) -> str:
@@ -338,7 +339,10 @@ class SqliteStore(Store):
     def _known_states(self, conn: sqlite3.Connection) -> dict[str, JobState]:
         """The states this connection read or wrote, emptied first if another connection has
         committed since they were read."""
-        data_version = conn.execute(DATA_VERSION).fetchone()[0]
+        reader = self._version_reader  # a cursor of its own: ≈ 1 µs less than conn.execute
+        if reader is None or reader.connection is not conn:
+            reader = self._version_reader = conn.cursor()
+        data_version = reader.execute(DATA_VERSION).fetchone()[0]
         if data_version != self._known_at:
             self._known.clear()
             self._history.clear()
@@ -348,6 +352,7 @@ class SqliteStore(Store):
     def _forget_known(self) -> None:
         self._known.clear()
         self._known_at = None
+        self._version_reader = None
 
     def _not_open(self) -> StoreError:
         return StoreError(f"state store {self.path} is not open: use it inside 'async with store:'")
