@@ -322,3 +322,50 @@ def test_a_metric_too_large_for_a_float_is_a_protocol_error() -> None:
     with pytest.raises(wire.ProtocolError) as refused:
         wire.decode_reply(frame, tick_id="t", plugin="p")
     assert "metrics" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"cursor": None, "epoch": 7, "interval_hint_secs": None},
+        {"kind": "fe\u00e9ds", "job_id": 'a"quoted\\job', "agent_id": "agent-\u2603"},
+        {"config": {"url": "https://example.com/?q=\u00e9", "n": [1, 2.5, None, True]}},
+        {"attempt": 3, "interval_hint_secs": 0.1, "cursor": b"\x00\xff" * 40},
+    ],
+)
+def test_the_written_out_frame_is_the_generic_encoding(changes: dict[str, object]) -> None:
+    moment = datetime(2026, 12, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    fields: dict[str, object] = {
+        "kind": "feeds",
+        "job_id": "job-1",
+        "tick_id": wire.make_tick_id("job-1", moment),
+        "attempt": 1,
+        "agent_id": "",
+        "cursor": b"abc",
+        "config": {},
+        "now": moment,
+        "scheduled_at": moment.replace(microsecond=0),
+        "deadline": moment + timedelta(seconds=30),
+        "interval_hint_secs": 10.0,
+        "epoch": None,
+    }
+    request = wire.TickRequest(**{**fields, **changes})  # type: ignore[arg-type]
+    params: dict[str, object] = {
+        "protocol": wire.PROTOCOL,
+        "kind": request.kind,
+        "job_id": request.job_id,
+        "tick_id": request.tick_id,
+        "attempt": request.attempt,
+        "agent_id": request.agent_id,
+        "cursor": None if request.cursor is None else wire.encode_cursor(request.cursor),
+        "config": dict(request.config),
+        "now": wire.format_time(request.now),
+        "scheduled_at": wire.format_time(request.scheduled_at),
+        "deadline": wire.format_time(request.deadline),
+        "interval_hint_secs": request.interval_hint_secs,
+    }
+    if request.epoch is not None:
+        params["epoch"] = request.epoch
+    frame = {"jsonrpc": "2.0", "id": request.tick_id, "method": wire.METHOD, "params": params}
+    assert request.encode() == json.dumps(frame, separators=(",", ":")).encode() + b"\n"

@@ -12,6 +12,7 @@ import binascii
 import json
 import math
 import re
+from json.encoder import encode_basestring_ascii as _json_str
 
 from pollerd.errors import ErrorClass, PluginReplyError, ProtocolError
 
@@ -95,6 +96,17 @@ def _preview(text: object, limit: int = 60) -> str:
 
 # One encoder for every frame: ``json.dumps`` with options builds a new one per call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _json_scalar(value: object) -> str:
+    """A number or null as the encoder writes it, without building an encoder."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _COMPACT.encode(value)
 
 
 def format_time(moment: datetime) -> str:
@@ -232,33 +244,21 @@ class TickRequest(FrozenRecord):
             epoch=epoch,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        frame = {
-            "jsonrpc": "2.0",
-            "id": self.tick_id,
-            "method": METHOD,
-            "params": {
-                "protocol": PROTOCOL,
-                "kind": self.kind,
-                "job_id": self.job_id,
-                "tick_id": self.tick_id,
-                "attempt": self.attempt,
-                "agent_id": self.agent_id,
-                "cursor": None if self.cursor is None else encode_cursor(self.cursor),
-                "config": dict(self.config),
-                "now": format_time(self.now),
-                "scheduled_at": format_time(self.scheduled_at),
-                "deadline": format_time(self.deadline),
-                "interval_hint_secs": self.interval_hint_secs,
-            },
-        }
-        if self.epoch is not None:  # optional: absent on a single pollerd
-            frame["params"]["epoch"] = self.epoch  # type: ignore[index]
-        return frame
-
     def encode(self) -> bytes:
-        """One JSON line, newline-terminated."""
-        return _COMPACT.encode(self.to_json()).encode() + b"\n"
+        """One JSON line, newline-terminated; written out field by field, as the generic
+        encoder costs twice as much (tests pin it to ``json.dumps`` of the same object)."""
+        cursor = "null" if self.cursor is None else f'"{encode_cursor(self.cursor)}"'
+        config = _COMPACT.encode(dict(self.config)) if self.config else "{}"
+        epoch = "" if self.epoch is None else f',"epoch":{_json_scalar(self.epoch)}'
+        return (
+            f'{{"jsonrpc":"2.0","id":{_json_str(self.tick_id)},"method":"{METHOD}","params":'
+            f'{{"protocol":{PROTOCOL},"kind":{_json_str(self.kind)},"job_id":'
+            f'{_json_str(self.job_id)},"tick_id":{_json_str(self.tick_id)},"attempt":'
+            f'{_json_scalar(self.attempt)},"agent_id":{_json_str(self.agent_id)},"cursor":'
+            f'{cursor},"config":{config},"now":"{format_time(self.now)}","scheduled_at":'
+            f'"{format_time(self.scheduled_at)}","deadline":"{format_time(self.deadline)}",'
+            f'"interval_hint_secs":{_json_scalar(self.interval_hint_secs)}{epoch}}}}}\n'
+        ).encode()
 
 
 class Event(FrozenRecord):
