@@ -180,6 +180,20 @@ async def test_an_unreadable_stored_value_is_a_store_error(tmp_path: Path) -> No
     assert str(path) in str(caught.value)
 
 
+async def test_a_failed_read_is_a_store_error_naming_the_job(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as store:
+        await store.ensure("inbox", "dir_watch")
+        with raw(path) as other:
+            other.execute("DROP TABLE jobs")
+
+        with pytest.raises(StoreError) as caught:
+            await store.get("inbox")
+
+    assert "could not read job 'inbox'" in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
 async def test_updates_made_together_are_written_in_one_transaction(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "state.db") as store:
         for index in range(10):
