@@ -23,6 +23,7 @@ class SwallowingService:
     def __init__(self, path: Path) -> None:
         self.config = SimpleNamespace(path=path, plugin_dirs=())
         self.reload_requested = asyncio.Event()
+        self.loaded_fingerprint = None
         self.checking = asyncio.Event()
         self.swallowed = 0
 

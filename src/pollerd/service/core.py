@@ -35,6 +35,7 @@ from pollerd.service.natslink import NatsLink
 from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, SpareReader, prepare_reload
 from pollerd.service.routes import RouteTable, supervised
+from pollerd.service.watch import config_fingerprint
 from pollerd.stores import SERVICE_COMMIT_WINDOW_S, open_store
 from pollerd.stores.base import JobSeed, JobState, Store
 from pollerd.stores.statelock import StateLock
@@ -103,6 +104,9 @@ class Service:
         self._runner: TickRunner | None = None
         self._reload_lock = asyncio.Lock()
         self._spare_reader = SpareReader()
+        # The files as the last reload found them (modification times and sizes): the watcher
+        # does not read again what a reload asked for over HTTP has just read.
+        self.loaded_fingerprint: tuple[object, ...] | None = None
         self.leadership: Leadership | None = None
         self.reload_requested = asyncio.Event()
         self.store_error: str | None = None
@@ -324,6 +328,7 @@ class Service:
         if self.phase != PHASE_RUNNING:
             raise NotReadyError(f"pollerd is {self.phase}; reload once it is ready")
         async with self._reload_lock:
+            self.loaded_fingerprint = config_fingerprint(self.config.path, self.config.plugin_dirs)
             try:
                 prepared = await prepare_reload(self.setup, self.environ, self._spare_reader)
             except ReloadRefusedError as exc:

@@ -80,6 +80,8 @@ class ConfigWatcher:
             await service.check_store()
             await service.refresh_job_gauges()
             current = self._fingerprint()
+            if current == service.loaded_fingerprint:
+                seen = current  # a reload asked for (POST /v1/reload) read these files already
             if current != seen or service.reload_requested.is_set():
                 if current != seen:
                     logger.info("config files changed on disk: reloading")
