@@ -27,10 +27,11 @@ import os
 import pickle
 import resource
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pollerd.config.gcpause import collector_paused
 from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
@@ -66,25 +67,25 @@ class SpareReader:
     """
 
     def __init__(self) -> None:
-        self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
+        self._spare: asyncio.Task[_Child] | None = None
 
     def start_for(self, path: Path) -> None:
         """Start a spare if ``path`` is large enough to be read by a child and none waits."""
         if self._spare is None and _file_bytes(path) > IN_THREAD_MAX_BYTES:
             self._spare = asyncio.create_task(_spawn(), name="reload-spare")
 
-    async def take(self, request: bytes) -> asyncio.subprocess.Process:
+    async def take(self, request: bytes) -> _Child:
         """The spare with ``request`` sent to it; a new child if no spare is alive."""
         task, self._spare = self._spare, None
         if task is not None:
             with contextlib.suppress(OSError):
-                process = await task
-                if await _send(process, request):
-                    return process
-                await _discard(process)  # it died while it waited
-        process = await _spawn()
-        await _send(process, request)  # a child that dies at once: its answer says why
-        return process
+                child = await task
+                if await _send(child, request):
+                    return child
+                await _discard(child)  # it died while it waited
+        child = await _spawn()
+        await _send(child, request)  # a child that dies at once: its answer says why
+        return child
 
     async def aclose(self) -> None:
         task, self._spare = self._spare, None
@@ -146,31 +147,55 @@ def _file_bytes(path: Path) -> int:
         return 0  # load_setup says what is wrong with the path
 
 
-async def _spawn() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        __name__,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """A reading child and the unnamed file its answer goes to (its stdout).
+
+    Not a pipe: pollerd's event loop, busy with 1,000 ticks/s, drained a pipe 64 KiB at a time,
+    and a 10,000-job answer (1 MB) waited a third of a second in it. The file is read in the
+    thread that unpickles the answer."""
+
+    process: asyncio.subprocess.Process
+    answer: IO[bytes]
 
 
-async def _discard(process: asyncio.subprocess.Process) -> None:
+async def _spawn() -> _Child:
+    answer = tempfile.TemporaryFile()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __name__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=answer,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except BaseException:
+        answer.close()
+        raise
+    return _Child(process, answer)
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
     await process.wait()
 
 
-async def _send(process: asyncio.subprocess.Process, request: bytes) -> bool:
+async def _discard(child: _Child) -> None:
+    await _end(child.process)
+    child.answer.close()
+
+
+async def _send(child: _Child, request: bytes) -> bool:
     """Write ``request`` to the child and close its stdin; False if the child is gone."""
-    assert process.stdin is not None
+    stdin = child.process.stdin
+    assert stdin is not None
     try:
-        process.stdin.write(request)
-        await process.stdin.drain()
-        process.stdin.close()
+        stdin.write(request)
+        await stdin.drain()
+        stdin.close()
     except (BrokenPipeError, ConnectionResetError):
         return False
     return True
@@ -180,25 +205,28 @@ async def _ask(
     spare: SpareReader, path: Path, environ: Mapping[str, str], timeout_s: float
 ) -> Setup:
     request = json.dumps({"path": str(path), "environ": dict(environ)}).encode()
-    process: asyncio.subprocess.Process | None = None
+    child: _Child | None = None
     try:
         async with asyncio.timeout(timeout_s):
-            process = await spare.take(request)
-            out, err = await process.communicate()
+            child = await spare.take(request)
+            _, err = await child.process.communicate()
+        # Reading and unpickling 10,000 jobs takes a tenth of a second: in a thread, it calls
+        # back into Python often enough for the event loop to keep its turn.
+        return await asyncio.to_thread(_answer, path, child, err)
     except TimeoutError:
         raise ReloadRefusedError(
             f"{path}: reading the config took longer than {timeout_s:g}s: refused"
         ) from None
     finally:
-        if process is not None:
-            await _discard(process)
-    # Unpickling 10,000 jobs takes a few hundred ms: in a thread, it calls back into Python
-    # often enough for the event loop to keep its turn.
-    return await asyncio.to_thread(_answer, path, process.returncode, out, err)
+        if child is not None:
+            await _discard(child)
 
 
-def _answer(path: Path, returncode: int | None, out: bytes, err: bytes) -> Setup:
+def _answer(path: Path, child: _Child, err: bytes) -> Setup:
+    returncode = child.process.returncode
     try:
+        child.answer.seek(0)
+        out = child.answer.read()
         with collector_paused():  # a setup holds no cycles; see pollerd.config.gcpause
             status, value = pickle.loads(out)
     except Exception:  # no answer: the child died (CPU limit, a crash)
