@@ -289,6 +289,19 @@ def timed_http(port: int, path: str, method: str = "GET") -> float:
     return elapsed
 
 
+def wait_cpu_us(waits: int = 100) -> float:
+    """CPU charged for one blocking ``epoll`` wait of 10 ms. Every loop that sleeps pays it per
+    wake-up: APScheduler once per run when runs are spread, pollerd once per batch of ticks."""
+    import select
+
+    poller = select.epoll()
+    started = time.process_time()
+    for _ in range(waits):
+        poller.poll(0.01)
+    poller.close()
+    return (time.process_time() - started) / waits * US
+
+
 def one_job_rss() -> int:
     with tempfile.TemporaryDirectory(prefix="pollerd-scale-") as tmp:
         port = free_port()
@@ -373,6 +386,7 @@ def main() -> None:
         f"  window {window_s:g} s after one interval of warm-up; plugin max_concurrent_ticks "
         f"{MAX_CONCURRENT_TICKS}"
     )
+    print(f"  a blocking 10 ms wait costs this process {wait_cpu_us():.0f} µs of CPU (the wake-up)")
     base_rss = one_job_rss()
     print(f"  a one-job pollerd: RSS {base_rss / KIB / KIB:.1f} MiB")
     for spec in specs:
