@@ -32,6 +32,7 @@ async def test_concurrent_requests_each_get_their_own_reply(nats_client: Client)
     replies = await asyncio.gather(*(mux.request("echo.tick", p, 10.0) for p in payloads))
     assert [reply.data for reply in replies] == payloads
     assert mux._pending == {}
+    assert all(not tokens for tokens in mux._expiring.values())  # answered: nothing kept
 
 
 async def test_nobody_listening_is_no_responders(nats_client: Client) -> None:

@@ -41,7 +41,8 @@ class RequestMux:
         self._offset = 0
         self._tokens = itertools.count()
         self._pending: dict[str, asyncio.Future[Msg]] = {}
-        self._expiring: dict[int, list[str]] = {}  # sweep step → the tokens that expire then
+        # Sweep step → the tokens of the requests still waiting that expire then.
+        self._expiring: dict[int, set[str]] = {}
         self._subscribed: asyncio.Future[None] | None = None
 
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> Msg:
@@ -56,14 +57,15 @@ class RequestMux:
         step = math.ceil((loop.time() + timeout_s) / SWEEP_S)
         expiring = self._expiring.get(step)
         if expiring is None:
-            expiring = self._expiring[step] = []
+            expiring = self._expiring[step] = set()
             loop.call_at(step * SWEEP_S, self._sweep, step)
-        expiring.append(token)
+        expiring.add(token)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token)
             msg = await reply
         finally:
             self._pending.pop(token, None)
+            expiring.discard(token)  # an answered request is not kept until its deadline
         headers = msg.headers
         if headers and headers.get(_STATUS_HEADER) == _NO_RESPONDERS and not msg.data:
             raise NoRespondersError
