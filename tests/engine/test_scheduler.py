@@ -99,6 +99,8 @@ async def test_jittered_fire_times_still_report_unjittered_slots() -> None:
         first = scheduler.add("inbox", FAST, UTC, jitter_s=jitter_s, after=anchor, anchor=anchor)
         assert first is not None
         fire_at = scheduler.next_run_at("inbox")
+        assert fire_at is not None and scheduler.next_fire_s("inbox") == fire_at.timestamp()
+        assert scheduler.next_fire_s("unknown") is None
         got = await slots.take(3)
     assert fire_at == first + timedelta(seconds=jitter_offset_s("inbox", first, jitter_s))
     assert fire_at != first

@@ -279,3 +279,16 @@ def test_leadership_sets_the_leader_gauge_and_counts_changes_only_when_asked() -
     assert alone == 0
     assert sample(metrics, "pollerd_leader") == 1
     assert sample(metrics, "pollerd_leadership_changes_total") == 2
+
+
+@pytest.mark.parametrize(
+    "value", [0.0, 1.0, 7, 10.0, 12345678.0, 0.25, 1733108400.123456, 1.7e9, float("inf"), -3.0]
+)
+def test_sample_values_are_written_as_prometheus_client_writes_them(value: float) -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from pollerd.ops.jobseries import format_value
+
+    expected = floatToGoString(value)  # type: ignore[no-untyped-call]
+    assert format_value(value) == expected
+    assert format_value(value) == expected  # again, from the kept text for whole values

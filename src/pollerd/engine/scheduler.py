@@ -170,6 +170,11 @@ class Scheduler:
         entry = self._entries.get(job_id)
         return None if entry is None else _from_us(entry.fire_us)
 
+    def next_fire_s(self, job_id: str) -> float | None:
+        """``next_run_at`` in Unix seconds, without building a datetime (for a scrape)."""
+        entry = self._entries.get(job_id)
+        return None if entry is None else entry.fire_us / _US_PER_S
+
     def job_ids(self) -> list[str]:
         """The ids of the scheduled jobs, sorted."""
         return sorted(self._entries)

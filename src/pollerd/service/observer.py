@@ -16,7 +16,7 @@ from pollerd.ops.metrics import JobTimes, Metrics
 from pollerd.ops.ticklog import log_outcome, log_skip, tick_logger
 from pollerd.stores.base import JobState, Store
 
-NextRunAt = Callable[[str], datetime | None]
+NextFireS = Callable[[str], float | None]  # a job's next fire time in Unix seconds
 
 
 def nominal_interval_s(job: JobConfig, now: datetime) -> float | None:
@@ -116,7 +116,7 @@ class TickRecorder:
         """The states read when jobs are added (start-up, reload): the base the commits update."""
         self._states.update(states)
 
-    def job_times(self, setup: Setup, next_run_at: NextRunAt) -> list[JobTimes]:
+    def job_times(self, setup: Setup, next_fire_s: NextFireS) -> list[JobTimes]:
         """Last success, next run and interval of every runnable job, as a scrape shows them.
 
         Only active jobs have a next run: an alert joined on it ignores paused and broken jobs.
@@ -129,12 +129,11 @@ class TickRecorder:
             state = self._states.get(job.id)
             success = state.last_success_at if state else None
             active = job_state(job, state)[0] == "active"
-            next_run = next_run_at(job.id) if active else None
             times.append(
                 JobTimes(
                     job_id=job.id,
                     last_success_s=success.timestamp() if success else None,
-                    next_run_s=next_run.timestamp() if next_run else None,
+                    next_run_s=next_fire_s(job.id) if active else None,
                     interval_s=self._interval(job, now),
                 )
             )
