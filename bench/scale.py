@@ -17,6 +17,11 @@ loopback port, INFO logging off, and N jobs of the long-lived SDK plugin
 - reload: ``POST /v1/reload`` after changing one job's interval in pollers.yaml;
 - ``pollerd check`` and ``pollerd jobs --json`` (whole commands), and ``GET /metrics``.
 
+A floor, in the same run: plain nats-py requests (``Client.request``) at the same rate, sent in
+10 ms batches as pollerd's scheduler sends them, to ``bench/plugins/raw_responder.py`` on a
+nats-server of their own: the requester's CPU per request is what the NATS round trip alone
+costs a process on this machine, before any scheduling, state or bookkeeping.
+
 The baseline, in the same run: APScheduler 3's ``AsyncIOScheduler`` alone in a subprocess, with
 the same N of no-op ``async`` jobs on interval triggers spread over the interval, measured over
 the same window (lateness = run start − the job's grid slot; CPU per run). The ratio printed is
@@ -36,6 +41,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from benchlib import (  # first: it keeps bench/ from shadowing installed packages
@@ -325,6 +331,92 @@ def measure_apscheduler(scenario: Scenario, window_s: float) -> dict[str, float]
     return {"per_s": tally.per_s(), "cpu_per_tick_us": tally.cpu_per_tick_us()}
 
 
+def measure_raw(scenario: Scenario, window_s: float) -> dict[str, float]:
+    argv = [python(), __file__, "--raw-child", f"{scenario.jobs}@{scenario.every_s:g}"]
+    done = subprocess.run(
+        [*argv, "--window", str(window_s)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    tally = Tally(result["runs"], [], result["cpu_s"], result["window_s"])
+    print(
+        f"  raw nats-py {tally.per_s():6.1f} requests/s; CPU per request "
+        f"{tally.cpu_per_tick_us():7.1f} µs (the requester alone: the NATS round trip's floor)"
+    )
+    return {"per_s": tally.per_s(), "cpu_per_tick_us": tally.cpu_per_tick_us()}
+
+
+def raw_child(scenario: Scenario, window_s: float) -> None:
+    """Plain nats-py requests at the scenario's rate in 10 ms batches; prints one JSON line."""
+    import asyncio
+
+    import nats
+
+    from pollerd import wire
+    from pollerd.natsio.server import EmbeddedNatsServer
+
+    step_s, subject = 0.01, "bench.raw.tick"
+    now = datetime_now()
+    frame = wire.TickRequest(
+        "probe", "job00000", wire.make_tick_id("job00000", now), 1, "", b"cursor", {}, now, now, now
+    ).encode()
+
+    async def main(store_dir: Path) -> dict[str, float]:
+        async with EmbeddedNatsServer(store_dir) as server:
+            responder = await asyncio.create_subprocess_exec(
+                python(),
+                str(Path(__file__).parent / "plugins" / "raw_responder.py"),
+                server.url,
+                subject,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            try:
+                assert responder.stdout is not None
+                await responder.stdout.readline()  # "ready"
+                nc = await nats.connect(server.url)
+                done = [0]
+
+                async def one() -> None:
+                    await nc.request(subject, frame, timeout=30)
+                    done[0] += 1
+
+                loop, tasks = asyncio.get_running_loop(), set()
+                credit, next_step = 0.0, loop.time()
+                started = loop.time()
+                measuring = False
+                cpu_before = count_before = wall_before = 0.0
+                while loop.time() - started < 2.0 + window_s:
+                    if not measuring and loop.time() - started >= 2.0:
+                        measuring = True
+                        cpu_before, count_before = time.process_time(), done[0]
+                        wall_before = time.time()
+                    credit += scenario.expected_per_s * step_s
+                    while credit >= 1:
+                        credit -= 1
+                        task = asyncio.create_task(one())
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    next_step += step_s
+                    await asyncio.sleep(max(0.0, next_step - loop.time()))
+                cpu_s, runs = time.process_time() - cpu_before, done[0] - count_before
+                wall_s = time.time() - wall_before
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await nc.close()
+                return {"runs": runs, "cpu_s": cpu_s, "window_s": wall_s}
+            finally:
+                responder.terminate()
+                await responder.wait()
+
+    with tempfile.TemporaryDirectory(prefix="pollerd-scale-raw-") as tmp:
+        print(json.dumps(asyncio.run(main(Path(tmp) / "nats"))))
+
+
+def datetime_now() -> datetime:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
 def apscheduler_child(scenario: Scenario, window_s: float) -> None:
     """APScheduler alone: N no-op jobs spread over the interval; prints one JSON line."""
     import asyncio
@@ -375,8 +467,12 @@ def main() -> None:
     parser.add_argument("--jobs", action="append", help="N or N@EVERY_S (repeatable)")
     parser.add_argument("--window", type=float, default=None, help="measurement window, s")
     parser.add_argument("--apscheduler-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     window_s = args.window or (QUICK_WINDOW_S if args.quick else DEFAULT_WINDOW_S)
+    if args.raw_child:
+        raw_child(Scenario.parse(args.raw_child), window_s)
+        return
     if args.apscheduler_child:
         apscheduler_child(Scenario.parse(args.apscheduler_child), window_s)
         return
@@ -394,8 +490,13 @@ def main() -> None:
         section(f"{scenario.jobs:,} jobs every {scenario.every_s:g} s")
         ours = measure_pollerd(scenario, window_s, base_rss)
         theirs = measure_apscheduler(scenario, window_s)
+        floor = measure_raw(scenario, window_s)
         ratio = ours["cpu_per_tick_us"] / max(theirs["cpu_per_tick_us"], 1e-9)
         print(f"  CPU per tick / APScheduler CPU per run: {verdict(ratio, CPU_RATIO_GOAL, False)}")
+        print(
+            "  CPU per tick / raw nats-py CPU per request: "
+            f"{ours['cpu_per_tick_us'] / max(floor['cpu_per_tick_us'], 1e-9):.2f}"
+        )
         kept_up = ours["per_s"] >= scenario.expected_per_s * 0.99
         print(f"  kept up: {'yes' if kept_up else 'NO'}")
     print()
