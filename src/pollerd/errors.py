@@ -10,7 +10,8 @@
     │   ├── ProtocolError        the plugin broke the wire protocol           (transient)
     │   └── PluginReplyError     the plugin answered with a JSON-RPC error    (by its code)
     ├── StoreError               the state store failed or has an unknown schema
-    │   └── StoreFencedError     a write of a leader that was replaced (epoch fencing)
+    │   ├── StoreFencedError     a write of a leader that was replaced (epoch fencing)
+    │   └── SlotCommittedError   a tick's commit of a slot another commit already holds
     ├── NatsError                the NATS server could not be started or reached
     ├── EventPublishError        an event was not acknowledged; the tick is not committed
     │   └── EventRejectedError   an event cannot be published as given (size, nesting)
@@ -23,6 +24,10 @@ Only the standard library is imported here: the wire codec and the SDK use these
 from __future__ import annotations
 
 import enum
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy takes it as True
+if TYPE_CHECKING:  # the SDK imports this module: a one-shot plugin loads no datetime for it
+    from datetime import datetime
 
 
 class ErrorClass(enum.StrEnum):
@@ -168,3 +173,22 @@ class StoreFencedError(StoreError):
                 f"newer than this leader's {epoch}"
             )
         super().__init__(message)
+
+
+class SlotCommittedError(StoreError):
+    """A tick's commit was dropped: the job's key already holds a commit of this slot or a later
+    one (``stored_slot``), made by the tick ``committed_by`` (None when the job keeps no
+    history). Nothing was written. Not fencing: the leader keeps leading."""
+
+    def __init__(
+        self, job_id: str, slot: datetime, stored_slot: datetime, committed_by: str | None
+    ) -> None:
+        self.job_id = job_id
+        self.slot = slot
+        self.stored_slot = stored_slot
+        self.committed_by = committed_by
+        by = "another tick" if committed_by is None else f"tick {committed_by}"
+        super().__init__(
+            f"job {job_id!r}: slot {slot.isoformat()} not committed, {by} already committed "
+            f"slot {stored_slot.isoformat()}"
+        )

@@ -60,6 +60,7 @@ def test_skipped_slots_and_job_health_are_labelled_by_job() -> None:
     metrics.slot_skipped("feeds", "overlap")
     metrics.slot_skipped("feeds", "catchup_dropped", count=4)
     metrics.slot_skipped("feeds", "paused", count=0)
+    metrics.slot_skipped("feeds", "committed")  # replicas: a duplicate run of a committed slot
     metrics.job_health("feeds", consecutive_errors=3, breaker_open=True)
 
     assert sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="overlap") == 1
@@ -68,6 +69,7 @@ def test_skipped_slots_and_job_health_are_labelled_by_job() -> None:
         == 4
     )
     assert sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="paused") is None
+    assert sample(metrics, "pollerd_slots_skipped_total", job_id="feeds", reason="committed") == 1
     assert sample(metrics, "pollerd_job_consecutive_errors", job_id="feeds") == 3
     assert sample(metrics, "pollerd_job_breaker_open", job_id="feeds") == 1
 

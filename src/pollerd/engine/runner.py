@@ -17,6 +17,7 @@ from pollerd.engine.events import EventPublisher
 from pollerd.errors import (
     ErrorClass,
     EventPublishError,
+    SlotCommittedError,
     StoreError,
     TickTimeoutError,
     TransportError,
@@ -32,6 +33,7 @@ STATUS_STORE = "store"  # the tick's state could not be read or written: nothing
 SKIP_PAUSED = "paused"
 SKIP_BROKEN = "broken"
 SKIP_BREAKER = "breaker_open"
+SKIP_COMMITTED = "committed"  # another tick committed the slot first (replicas): this one dropped
 MAX_RECORDED_ERROR_CHARS = 2000  # a tick record keeps this much of an error message
 
 
@@ -100,6 +102,9 @@ class TickRunner:
         started = time.perf_counter()
         try:
             return await self._run(job, route, base, dry_run)
+        except SlotCommittedError as exc:  # a duplicate run of the slot: not a store failure
+            logger.warning("job_id=%s plugin=%s tick dropped: %s", base.job_id, base.plugin, exc)
+            return base.outcome(status="skipped", skipped=SKIP_COMMITTED, error=str(exc))
         except StoreError as exc:  # logged in the tick line; readiness shows it too
             return base.outcome(
                 status=STATUS_STORE,

@@ -45,6 +45,7 @@ TICK_OUTCOMES = frozenset(
 )
 SKIP_REASONS = frozenset(
     {"overlap", "paused", "broken", "breaker_open", "shutdown", "catchup_dropped", "buffer_full"}
+    | {"committed"}
 )
 PLUGIN_STATES = ("starting", "running", "backoff", "failed", "stopped", "external")
 JOB_STATES = ("active", "paused", "broken", "disabled")

@@ -13,7 +13,9 @@ Fencing: a write made with a ``fence`` (a callable returning the writer's epoch,
 ``StoreFencedError`` once it no longer leads) is refused with ``StoreFencedError`` when the key
 holds a newer epoch; it then writes its own epoch. ``claim`` writes an epoch into every key
 before a new leader starts ticking. Writes without a fence (the CLI, admin commands) keep the
-stored epoch.
+stored epoch. A tick's commit to a key whose ``last_scheduled_at`` already reaches its slot is
+dropped with ``SlotCommittedError`` (unless the key holds that very commit: it landed), checked
+on every try and not only after a lost CAS: ``_kvslot`` says why.
 
 In one process, writes to one key are applied in call order (a lock per key). A write whose
 acknowledgement is lost (timeout) is read back: if the key holds exactly what was sent, it
@@ -45,6 +47,7 @@ from pollerd.stores._kvrecord import (
     encode_record,
     job_key,
 )
+from pollerd.stores._kvslot import already_landed
 from pollerd.stores._values import normalize_changes
 from pollerd.stores.base import (
     SCHEMA_VERSION,
@@ -241,10 +244,12 @@ class KvStore(Store):
         changes = normalize_changes(change.changes())
         tick, keep = change.tick, max(change.keep_ticks, 0)
 
-        def compute(current: Record | None) -> Record:
+        def compute(current: Record | None) -> Record | None:
             if current is None:
                 raise KeyError(job_id)
             epoch = _check_fence(job_id, current, fence, blind=blind)
+            if not blind and already_landed(job_id, current, tick, changes):
+                return None
             applied = changes
             if expect_cursor is not UNSET and current.state.cursor != expect_cursor:
                 applied = {name: value for name, value in changes.items() if name != "cursor"}
