@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from nats.errors import Error as NatsClientError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from pollerd.errors import StoreError
 
@@ -62,3 +64,38 @@ def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     name = type(exc).__name__
     return f"{name}: {text}" if text and text != name else name
+
+
+# After nats-py says "nothing pending" before any entry, how long to look for entries it had
+# already received (see ``latest_values``); only an empty set of keys waits this long.
+EARLY_END_GRACE_S = 0.2
+
+
+async def latest_values(kv: KeyValue, keys: str, timeout_s: float) -> list[tuple[str, bytes, int]]:
+    """``(key, value, revision)`` of every key matching ``keys`` that holds a value.
+
+    A watch delivers the last message of each key; the last one says it has nothing pending
+    after it (``delta`` 0), and that ends the read. nats-py also queues an end-of-data marker
+    (None) when its consumer reports nothing pending at the start, and it can do so *before*
+    the messages the server had already pushed to it: seen as an empty read of a full bucket
+    under load. So a marker that comes first is trusted only if no entry follows it shortly.
+    Delete markers are read (not ignored) so that the last message is always seen.
+    """
+    found: list[tuple[str, bytes, int]] = []
+    watcher = await kv.watch(keys)
+    try:
+        entry = await watcher.updates(timeout=timeout_s)  # type: ignore[no-untyped-call]
+        if entry is None:
+            try:
+                entry = await watcher.updates(timeout=EARLY_END_GRACE_S)  # type: ignore[no-untyped-call]
+            except NatsTimeoutError:
+                return found  # truly nothing
+        while entry is not None:
+            if entry.value and entry.operation is None:  # not a delete or purge marker
+                found.append((entry.key, entry.value, entry.revision or 0))
+            if not entry.delta:
+                break
+            entry = await watcher.updates(timeout=timeout_s)  # type: ignore[no-untyped-call]
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found

@@ -38,7 +38,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pollerd.errors import StoreError, StoreFencedError
-from pollerd.stores._kvio import RETRY_PAUSE_S, retry, translate
+from pollerd.stores._kvio import RETRY_PAUSE_S, latest_values, retry, translate
 from pollerd.stores._kvrecord import (
     JOB_KEY_PREFIX,
     SCHEMA_KEY,
@@ -190,15 +190,9 @@ class KvStore(Store):
     async def _records(self) -> list[Record]:
         """Read through a watch of ``job.>`` (one consumer)."""
         kv = self._bucket_or_raise()
-        found: list[Record] = []
         async with self._translate("read the jobs"):
-            watcher = await kv.watch(JOB_KEY_PREFIX + ">", ignore_deletes=True)
-            try:
-                while (entry := await watcher.updates(timeout=self.timeout_s)) is not None:  # type: ignore[no-untyped-call]
-                    if entry.value:  # a delete or purge marker has none
-                        found.append(self._decode(entry.key, entry.value, entry.revision or 0))
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            values = await latest_values(kv, JOB_KEY_PREFIX + ">", self.timeout_s)
+        found = [self._decode(key, value, revision) for key, value, revision in values]
         for record in found:
             self._known[job_key(record.state.job_id)] = record
         return sorted(found, key=lambda record: record.state.job_id)
