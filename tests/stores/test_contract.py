@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from natscluster import NatsCluster
 from pollerd.errors import StoreError
 from pollerd.natsio.connection import connect
 from pollerd.stores.base import JobSeed, JobState, JobUpdate, Store
@@ -21,15 +20,6 @@ from pollerd.stores.sqlite import SqliteStore
 MOMENT = datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
 STORES = ["memory", "sqlite", pytest.param("nats-kv", marks=pytest.mark.nats)]
 _buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    """One nats-server for the module; each nats-kv store gets a bucket of its own."""
-    server = NatsCluster(tmp_path_factory.mktemp("kv-nats"), size=1)
-    server.start()
-    yield server
-    server.stop()
 
 
 def make_store(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:

@@ -12,11 +12,9 @@ import pytest
 from pollerd.stores.base import JobUpdate, Store, TickRecord
 from pollerd.stores.memory import MemoryStore
 from pollerd.stores.sqlite import SqliteStore
-from stores.test_contract import STORES, kv_server, make_store
+from stores.test_contract import STORES, make_store
 
 SLOT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-
-__all__ = ["kv_server"]  # the fixture make_store may ask for
 
 
 @pytest.fixture(params=STORES)

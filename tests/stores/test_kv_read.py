@@ -8,7 +8,7 @@ purpose, as nats-py does in that race.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,14 +19,6 @@ from pollerd.natsio.connection import connect
 from pollerd.stores.kv import KvStore
 
 pytestmark = pytest.mark.nats
-
-
-@pytest.fixture(scope="module")
-def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    server = NatsCluster(tmp_path_factory.mktemp("kv-read"), size=1)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -33,14 +33,6 @@ JOB = "inbox"
 SLOT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 STEP = timedelta(seconds=60)
 _buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    server = NatsCluster(tmp_path_factory.mktemp("kv-slots"), size=1)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
