@@ -99,6 +99,18 @@ class NatsCluster:
             ]
         return "\n".join(lines) + "\n"
 
+    def __enter__(self) -> NatsCluster:
+        """Started; stopped when the block ends (a failed start stops what did start)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def start(self) -> None:
         for node in self.nodes:
             self.start_node(node, wait=False)

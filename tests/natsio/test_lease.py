@@ -29,10 +29,8 @@ class Clock:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsCluster]:
-    node = NatsCluster(tmp_path / "nats", size=1)
-    node.start()
-    yield node
-    node.stop()
+    with NatsCluster(tmp_path / "nats", size=1) as node:
+        yield node
 
 
 @pytest.fixture

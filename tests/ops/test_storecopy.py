@@ -26,10 +26,8 @@ PLUGINS = Path(__file__).parents[1] / "fixtures" / "replicas" / "plugins"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsCluster]:
-    node = NatsCluster(tmp_path / "nats", size=1)
-    node.start()
-    yield node
-    node.stop()
+    with NatsCluster(tmp_path / "nats", size=1) as node:
+        yield node
 
 
 def write_config(tmp_path: Path, url: str) -> Path:

@@ -23,10 +23,8 @@ pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "nats", size=3)
-    nodes.start()
-    yield nodes
-    nodes.stop()
+    with NatsCluster(tmp_path / "nats", size=3) as nodes:
+        yield nodes
 
 
 @pytest.mark.timeout(240)

@@ -20,10 +20,8 @@ TTL_S = 2
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "nats", size=3)
-    nodes.start()
-    yield nodes
-    nodes.stop()
+    with NatsCluster(tmp_path / "nats", size=3) as nodes:
+        yield nodes
 
 
 @pytest.fixture
