@@ -123,34 +123,29 @@ def test_config_sets_jetstream_limits_and_quotes_the_token(
         assert expected in config
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param(
+            None,
+            marks=pytest.mark.skipif(
+                shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"
+            ),
+            id="with-setpriv",
+        ),
+        # No PATH at all: no setpriv to lean on; the server is found next to the interpreter.
+        pytest.param({"PATH": ""}, id="without-setpriv"),
+    ],
+)
 async def test_server_does_not_outlive_an_owner_killed_with_sigkill(
-    tmp_path: Path, python: str
+    tmp_path: Path, python: str, env: dict[str, str] | None
 ) -> None:
     owner = await asyncio.create_subprocess_exec(
         python,
         str(NATS_PLUGINS_DIR / "server_owner.py"),
         str(tmp_path),
         stdout=asyncio.subprocess.PIPE,
-    )
-    assert owner.stdout is not None
-    server_pid = int(await asyncio.wait_for(owner.stdout.readline(), 10))
-    owner.send_signal(signal.SIGKILL)
-    await owner.wait()
-    await wait_process_gone(server_pid)
-    assert not process_exists(server_pid)
-
-
-async def test_server_does_not_outlive_an_owner_killed_with_sigkill_without_setpriv(
-    tmp_path: Path, python: str
-) -> None:
-    # No PATH at all: no setpriv to lean on; the server is found next to the interpreter.
-    owner = await asyncio.create_subprocess_exec(
-        python,
-        str(NATS_PLUGINS_DIR / "server_owner.py"),
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        env={"PATH": ""},
+        env=env,
     )
     assert owner.stdout is not None
     server_pid = int(await asyncio.wait_for(owner.stdout.readline(), 10))
