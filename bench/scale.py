@@ -41,7 +41,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchlib import (  # first: it keeps bench/ from shadowing installed packages
@@ -355,7 +355,7 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
     from pollerd.natsio.server import EmbeddedNatsServer
 
     step_s, subject = 0.01, "bench.raw.tick"
-    now = datetime_now()
+    now = datetime.now(UTC)
     frame = wire.TickRequest(
         "probe", "job00000", wire.make_tick_id("job00000", now), 1, "", b"cursor", {}, now, now, now
     ).encode()
@@ -411,17 +411,11 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
         print(json.dumps(asyncio.run(main(Path(tmp) / "nats"))))
 
 
-def datetime_now() -> datetime:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
 def apscheduler_child(scenario: Scenario, window_s: float) -> None:
     """APScheduler alone: N no-op jobs spread over the interval; prints one JSON line."""
     import asyncio
     import logging
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
