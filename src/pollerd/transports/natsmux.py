@@ -43,12 +43,12 @@ class RequestMux:
         self._pending: dict[str, asyncio.Future[Msg]] = {}
         # Sweep step → the tokens of the requests still waiting that expire then.
         self._expiring: dict[int, set[str]] = {}
-        self._subscribed: asyncio.Future[None] | None = None
+        self._subscribing = asyncio.Lock()
 
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> Msg:
         """The reply to ``payload`` on ``subject``. Raises nats-py's ``TimeoutError`` at the
         timeout, ``NoRespondersError`` when nobody listens, and what ``publish`` raises."""
-        if self._subscribed is None or not self._subscribed.done():
+        if not self._prefix:
             await self._subscribe()
         loop = asyncio.get_running_loop()
         token = str(next(self._tokens))
@@ -73,20 +73,11 @@ class RequestMux:
 
     async def _subscribe(self) -> None:
         """Subscribe to the reply subjects once; concurrent first requests wait for it."""
-        if self._subscribed is None:
-            self._subscribed = asyncio.get_running_loop().create_future()
-            try:
+        async with self._subscribing:
+            if not self._prefix:
                 prefix = self._nc.new_inbox() + "."
                 await self._nc.subscribe(prefix + "*", cb=self._on_reply)
-            except BaseException as exc:
-                self._subscribed.set_exception(exc)
-                self._subscribed.exception()  # retrieved: raised below, and to the waiters
-                self._subscribed = None
-                raise
-            self._prefix, self._offset = prefix, len(prefix)
-            self._subscribed.set_result(None)
-        else:
-            await asyncio.shield(self._subscribed)
+                self._prefix, self._offset = prefix, len(prefix)
 
     def _sweep(self, step: int) -> None:
         """Fail the requests of this sweep step that are still waiting."""
