@@ -118,7 +118,7 @@ class TickRunner:
         state = await self.store.get(job.id)
         if state is None:
             state = await self.store.ensure(job.id, job.kind, paused=job.paused)
-        if not dry_run and _may_skip(state):
+        if not dry_run:
             skipped = await self._skip_reason(job, state)
             if skipped is not None:
                 return base.outcome(status="skipped", skipped=skipped)
@@ -129,10 +129,9 @@ class TickRunner:
         try:
             reply = await self._tick_with_retries(job, route, state, base, attempts)
             if not dry_run:
-                if reply.events:
-                    duplicates = await self.publisher.publish(
-                        job.kind, job.id, reply.events, space=state.event_space
-                    )
+                duplicates = await self.publisher.publish(
+                    job.kind, job.id, reply.events, space=state.event_space
+                )
                 if self.after_publish is not None:
                     self.after_publish(job.id)
         except (TransportError, EventPublishError) as exc:
@@ -390,12 +389,6 @@ class _StopAtDeadline(tenacity.stop.stop_base):
         return not policy.attempt_fits(
             self._deadline, self._runner.clock(), retry_state.upcoming_sleep
         )
-
-
-def _may_skip(state: JobState) -> bool:
-    """Whether the job is paused, broken or has a breaker that may be open (the usual job is
-    none of these: its slot runs without a look at the breaker)."""
-    return state.paused or state.broken_reason is not None or state.breaker_open_until is not None
 
 
 def _is_transient(exc: BaseException) -> bool:
