@@ -5,18 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pollerd.config.schedule import Schedule
 from pollerd.config.slotstate import quick_pickle
 
+if TYPE_CHECKING:
+    from pollerd.config.models import JobModel
+
 logger = logging.getLogger(__name__)
 
 # What json.dumps(sort_keys=True, separators=(",", ":"), default=repr) would build on every call.
 _HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+
+T = TypeVar("T")
 
 Overlap = Literal["skip", "buffer_one", "cancel_other"]
 Catchup = Literal["skip", "latest", "all"]
@@ -76,6 +82,73 @@ class JobConfig:
     def line_of(self, name: str) -> int:
         """The line of the job's key ``name`` (the job's own line if the key came from defaults)."""
         return self.field_lines.get(name, self.line)
+
+    def moved(self, line: int, index: int) -> JobConfig:
+        """This job, its text unchanged, written at ``line`` as item ``index`` of ``jobs``.
+
+        The definition and its hash are kept (not computed again); every line moves with it."""
+        if line == self.line and index == self.index:
+            return self
+        shift = line - self.line
+        moved: JobConfig = object.__new__(JobConfig)
+        moved.__setstate__(self.__getstate__())  # type: ignore[attr-defined] # see slotstate
+        object.__setattr__(moved, "line", line)
+        object.__setattr__(moved, "index", index)
+        field_lines = {name: at + shift for name, at in self.field_lines.items()}
+        object.__setattr__(moved, "field_lines", field_lines)
+        config_lines = {where: at + shift for where, at in self.config_lines.items()}
+        object.__setattr__(moved, "config_lines", config_lines)
+        return moved
+
+
+def build_job(
+    model: JobModel,
+    line: int,
+    index: int,
+    lines: dict[str, int],
+    config_lines: dict[tuple[str | int, ...], int],
+    shared: dict[tuple[type, tuple[str, ...]], Any],
+) -> JobConfig:
+    """The job of a validated ``model`` written at ``line``; its schedule and policies are the
+    objects of ``shared`` when equal ones are there (less memory, and pickled once)."""
+    retry = RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max)
+    breaker = BreakerPolicy(
+        model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown
+    )
+    return JobConfig(
+        id=model.id,
+        kind=sys.intern(model.kind),
+        schedule=_shared(shared, model.schedule.to_schedule()),
+        timezone=ZoneInfo(model.timezone),
+        jitter_s=model.jitter,
+        align=model.align,
+        tick_timeout_s=model.tick_timeout,
+        target=model.target,
+        paused=model.paused,
+        enabled=model.enabled,
+        config=dict(model.config),
+        overlap=model.overlap,
+        catchup=model.catchup,
+        max_catchup=model.max_catchup,
+        history=model.history,
+        retry=_shared(shared, retry),
+        breaker=_shared(shared, breaker),
+        line=line,
+        index=index,
+        field_lines=lines,
+        config_lines=config_lines,
+    )
+
+
+def _shared(pool: dict[tuple[type, tuple[str, ...]], Any], value: T) -> T:
+    """The object of ``pool`` that is ``value`` to the last detail, else ``value``.
+
+    Keyed by the repr of each field, not by equality: two ``at`` schedules at the same instant in
+    other zones are equal, yet each job keeps its own (10 and 10.0, 0.0 and -0.0 likewise)."""
+    state: tuple[Any, ...] = value.__getstate__()  # type: ignore[assignment] # see slotstate
+    fields = tuple(map(repr, state))
+    shared: T = pool.setdefault((type(value), fields), value)
+    return shared
 
 
 def _job_hash(job: JobConfig) -> str:

@@ -23,11 +23,11 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pollerd.config.jobcache import JobCache
 from pollerd.config.jobs import (
     BreakerPolicy,
     BrokenJob,
@@ -35,10 +35,11 @@ from pollerd.config.jobs import (
     JobConfig,
     Overlap,
     RetryPolicy,
+    build_job,
 )
 from pollerd.config.models import SUPPORTED_VERSION, FileModel, JobModel, StoreConfig
 from pollerd.config.problems import describe_error, format_loc, preview
-from pollerd.config.yamlfile import Loc, YamlDocument, read_yaml
+from pollerd.config.yamlfile import REUSED, Loc, YamlDocument, parse_yaml, read_text
 from pollerd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ __all__ = [
     "ServiceConfig",
     "load_config",
 ]
-
-T = TypeVar("T")
 
 NOT_IN_DEFAULTS = ("id", "kind", "schedule", "config")
 MERGED_PER_KEY = ("retry", "breaker")
@@ -108,20 +107,33 @@ class ServiceConfig:
         return f"{self.source or self.path}:{line}: {loc}"
 
 
-def load_config(path: Path, environ: Mapping[str, str]) -> ServiceConfig:
-    """Load ``path``. Raises ``ConfigError`` listing every fatal problem (and every job problem)."""
+def load_config(
+    path: Path, environ: Mapping[str, str], cache: JobCache | None = None
+) -> ServiceConfig:
+    """Load ``path``. Raises ``ConfigError`` listing every fatal problem (and every job problem).
+
+    A reader's ``cache`` holds the jobs of its last load: those written as then are reused."""
     source = str(path)
-    document = read_yaml(path, environ, source)
-    return _ConfigReader(path, source, document).load()
+    text, line_map = read_text(path, environ, source)
+    document = parse_yaml(text, source, line_map, cache.known if cache is not None else ())
+    if cache is not None and document.reused and not cache.fits(document.data):
+        document = parse_yaml(text, source, line_map)  # other defaults: every job is read anew
+    config = _ConfigReader(path, source, document, cache).load()
+    if cache is not None:
+        cache.keep(document, config.jobs)
+    return config
 
 
 class _ConfigReader:
     """One load of one file: collects fatal problems and broken jobs, then builds the config."""
 
-    def __init__(self, path: Path, source: str, document: YamlDocument) -> None:
+    def __init__(
+        self, path: Path, source: str, document: YamlDocument, cache: JobCache | None = None
+    ) -> None:
         self.path = Path(os.path.normpath(path.absolute()))
         self.source = source
         self.document = document
+        self.cache = cache
         self.fatal: list[tuple[int, str]] = []
         # Lines and problems grouped by job once: looking them up per job scanned the whole
         # file for each job (quadratic: a minute for 10,000 jobs).
@@ -217,6 +229,8 @@ class _ConfigReader:
     ) -> JobConfig | BrokenJob:
         loc: Loc = ("jobs", index)
         line = self.document.line_of(loc)
+        if raw is REUSED:
+            return self._reused_job(index, line, first_line)
         if not isinstance(raw, dict):
             message = f"a job must be a mapping with id, kind and schedule, got {preview(raw)}"
             return _broken(None, None, line, [self._problem(line, loc, message)])
@@ -225,15 +239,8 @@ class _ConfigReader:
             for where, where_line, message in self.job_problems.get(index, ())
         ]
         job_id = raw.get("id")
-        if isinstance(job_id, str):
-            if job_id in first_line:
-                id_line = self.document.line_of((*loc, "id"))
-                message = (
-                    f"duplicate job id {job_id!r} (first defined at line {first_line[job_id]})"
-                )
-                problems.append((id_line, self._problem(id_line, (*loc, "id"), message)))
-            else:
-                first_line[job_id] = line
+        id_line = self.document.line_of((*loc, "id"))
+        problems.extend(self._duplicate_id(job_id, index, line, id_line, first_line))
         model: JobModel | None = None
         try:
             model = JobModel.model_validate(_merge(defaults, raw))
@@ -244,9 +251,32 @@ class _ConfigReader:
             ordered = [problem for _, problem in sorted(problems, key=lambda item: item[0])]
             return _broken(job_id, kind, line, ordered)
         lines = self.job_key_lines.get(index, {})
-        return _job_config(
+        return build_job(
             model, line, index, lines, self.job_config_lines.get(index, {}), self.shared
         )
+
+    def _reused_job(
+        self, index: int, line: int, first_line: dict[str, int]
+    ) -> JobConfig | BrokenJob:
+        """The cache's job for item ``index``, written as in the last load (see ``jobcache``)."""
+        assert self.cache is not None  # nothing is REUSED without one
+        job = self.cache.job(self.document.sources[index], line, index)
+        duplicate = self._duplicate_id(job.id, index, line, job.line_of("id"), first_line)
+        if duplicate:
+            return _broken(job.id, job.kind, line, [problem for _, problem in duplicate])
+        return job
+
+    def _duplicate_id(
+        self, job_id: object, index: int, line: int, id_line: int, first_line: dict[str, int]
+    ) -> list[tuple[int, str]]:
+        """The problem of a job whose id an earlier job has; else notes where the id is first."""
+        if not isinstance(job_id, str):
+            return []
+        if job_id not in first_line:
+            first_line[job_id] = line
+            return []
+        message = f"duplicate job id {job_id!r} (first defined at line {first_line[job_id]})"
+        return [(id_line, self._problem(id_line, ("jobs", index, "id"), message))]
 
     def _job_line(self, index: int) -> Callable[[Loc], int]:
         """Find the line of a job field: the job's own key, else the defaults key it came from."""
@@ -325,54 +355,6 @@ def _broken(job_id: object, kind: object, line: int, problems: list[str]) -> Bro
         reason="; ".join(problems),
         problems=tuple(problems),
     )
-
-
-def _job_config(
-    model: JobModel,
-    line: int,
-    index: int,
-    lines: dict[str, int],
-    config_lines: dict[Loc, int],
-    shared: dict[tuple[type, tuple[str, ...]], Any],
-) -> JobConfig:
-    retry = RetryPolicy(model.retry.attempts, model.retry.initial, model.retry.max)
-    breaker = BreakerPolicy(
-        model.breaker.threshold, model.breaker.cooldown, model.breaker.max_cooldown
-    )
-    return JobConfig(
-        id=model.id,
-        kind=sys.intern(model.kind),
-        schedule=_shared(shared, model.schedule.to_schedule()),
-        timezone=ZoneInfo(model.timezone),
-        jitter_s=model.jitter,
-        align=model.align,
-        tick_timeout_s=model.tick_timeout,
-        target=model.target,
-        paused=model.paused,
-        enabled=model.enabled,
-        config=dict(model.config),
-        overlap=model.overlap,
-        catchup=model.catchup,
-        max_catchup=model.max_catchup,
-        history=model.history,
-        retry=_shared(shared, retry),
-        breaker=_shared(shared, breaker),
-        line=line,
-        index=index,
-        field_lines=lines,
-        config_lines=config_lines,
-    )
-
-
-def _shared(pool: dict[tuple[type, tuple[str, ...]], Any], value: T) -> T:
-    """The object of ``pool`` that is ``value`` to the last detail, else ``value``.
-
-    Keyed by the repr of each field, not by equality: two ``at`` schedules at the same instant in
-    other zones are equal, yet each job keeps its own (10 and 10.0, 0.0 and -0.0 likewise)."""
-    state: tuple[Any, ...] = value.__getstate__()  # type: ignore[assignment] # see slotstate
-    fields = tuple(map(repr, state))
-    shared: T = pool.setdefault((type(value), fields), value)
-    return shared
 
 
 def _resolve(base: Path, text: str) -> Path:

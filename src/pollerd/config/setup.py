@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pollerd.config.gcpause import collector_paused
+from pollerd.config.jobcache import JobCache
 from pollerd.config.manifest import discover_manifests
 from pollerd.config.pollers import BrokenJob, JobConfig, ServiceConfig, load_config
 from pollerd.config.router import PluginPollerRouter, resolve_jobs
@@ -23,15 +24,16 @@ class Setup:
     broken: tuple[BrokenJob, ...]  # invalid jobs and jobs of unknown kinds, by line
 
 
-def load_setup(path: Path, environ: Mapping[str, str]) -> Setup:
+def load_setup(path: Path, environ: Mapping[str, str], cache: JobCache | None = None) -> Setup:
     """Load pollers.yaml and the manifests it points to, and route every job to its plugin.
 
     Raises ``ConfigError`` (the file), ``ManifestError`` (a manifest or plugin folder) or
     ``DuplicateKindError`` (a kind declared by two plugins): all fatal at boot. A single bad job
-    is not fatal: it is in ``broken`` with its reason.
+    is not fatal: it is in ``broken`` with its reason. A reader that loads the same file again
+    passes its ``cache``: the jobs written as in its last load are not validated again.
     """
     with collector_paused():  # more than half of a 10,000-job load was collector time
-        config = load_config(path, environ)
+        config = load_config(path, environ, cache)
         router = PluginPollerRouter(discover_manifests(config.plugin_dirs))
         jobs, broken = resolve_jobs(config, router)
     for job in broken:

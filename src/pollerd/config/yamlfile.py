@@ -12,36 +12,29 @@ The value is inserted as text: quote it in the YAML (``token: "${TOKEN}"``) when
 characters YAML treats specially. Line numbers always refer to the file as written, even when a
 value spans several lines.
 
-Limits, checked on the parse events before any node is built (one pass, no recursion), so that a
-hostile or careless file costs an error message instead of the process:
+The file may hold at most ``MAX_FILE_BYTES``; nesting and aliases are limited before any node is
+built (``pollerd.config.yamlshape``), so that a hostile or careless file costs an error message
+instead of the process.
 
-- the file may hold at most ``MAX_FILE_BYTES``;
-- collections may nest at most ``MAX_DEPTH`` levels (deeper input overflowed Python's recursion
-  limit in the YAML composer);
-- aliases may expand the document to at most ``EXPANSION_FACTOR`` times the nodes written plus
-  ``EXPANSION_SLACK``: a "billion laughs" file of a few hundred bytes expands to billions of
-  nodes, while aliases used to share values stay far below the limit.
+A reload of a large file builds only the jobs whose text changed: ``parse_yaml`` skips the items
+of ``jobs`` whose source (column and text) the caller already knows.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
-    ScalarEvent,
-)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from pollerd.config.yamlshape import MAX_DEPTH, ShapeError, check_shape
+from pollerd.config.yamlsource import ItemSources, Source
 from pollerd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -61,10 +54,31 @@ _PLAIN_KEY_TAGS = frozenset(
 )
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
+__all__ = [  # MAX_DEPTH: the limits live in yamlshape
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "REUSED",
+    "Loc",
+    "Source",
+    "YamlDocument",
+    "parse_yaml",
+    "read_text",
+    "read_yaml",
+    "substitute_env",
+]
+
 MAX_FILE_BYTES = 32 * 1024 * 1024
-MAX_DEPTH = 100
-EXPANSION_FACTOR = 10
-EXPANSION_SLACK = 100_000
+ITEMS_KEY = "jobs"  # the top-level sequence whose items a caller may already know (``parse_yaml``)
+
+
+class _Reused:
+    """The data of an item that ``parse_yaml`` left unbuilt: the caller knows its source."""
+
+    def __repr__(self) -> str:
+        return "REUSED"
+
+
+REUSED: Any = _Reused()
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,10 @@ class YamlDocument:
     lines: dict[Loc, int] = field(default_factory=dict)
     # Problems found while indexing (duplicate keys): (where, line, message).
     problems: tuple[tuple[Loc, int, str], ...] = ()
+    # The source of each item of the top-level ``jobs`` that holds no alias, by position; items
+    # whose source the caller knew are REUSED in ``data``, with no lines recorded under them.
+    sources: Mapping[int, Source] = field(default_factory=dict)
+    reused: int = 0
 
     def line_of(self, loc: Loc) -> int:
         """The line of ``loc``, or of its nearest ancestor that has one (1 for the document)."""
@@ -90,6 +108,13 @@ def read_yaml(path: Path, environ: Mapping[str, str], source: str) -> YamlDocume
 
     Raises ``ConfigError`` when the file cannot be read, names unset variables, or is not YAML.
     """
+    text, line_map = read_text(path, environ, source)
+    return parse_yaml(text, source, line_map)
+
+
+def read_text(path: Path, environ: Mapping[str, str], source: str) -> tuple[str, list[int]]:
+    """The text of ``path`` with variables substituted, and the line in the file of each of its
+    lines (see ``substitute_env``). Raises ``ConfigError`` as ``read_yaml``."""
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_FILE_BYTES + 1)
@@ -107,8 +132,7 @@ def read_yaml(path: Path, environ: Mapping[str, str], source: str) -> YamlDocume
         raise ConfigError(f"{source}: cannot read the file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: the file is not UTF-8 text ({exc.reason})") from None
-    substituted, line_map = substitute_env(text, environ, source)
-    return parse_yaml(substituted, source, line_map)
+    return substitute_env(text, environ, source)
 
 
 def _size(count: int) -> str:
@@ -198,8 +222,16 @@ class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
 _Loader.add_constructor(_TIMESTAMP_TAG, _Loader.construct_lenient_timestamp)
 
 
-def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> YamlDocument:
-    """Parse one YAML document and index its lines. Raises ``ConfigError`` on malformed YAML."""
+def parse_yaml(
+    text: str, source: str, line_map: list[int] | None = None, known: Container[Source] = ()
+) -> YamlDocument:
+    """Parse one YAML document and index its lines. Raises ``ConfigError`` on malformed YAML.
+
+    An item of the top-level ``jobs`` whose source is in ``known`` is not built: its data is
+    REUSED (a reload that changed one job of 10,000 builds one). Only an item that holds no alias
+    has a source (an alias's data depends on text elsewhere); none has one under a ``%TAG``
+    directive, or when a substituted value spans lines (an item's lines would not move with it).
+    """
     lines = line_map or []
 
     def original(line: int) -> int:
@@ -207,9 +239,11 @@ def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> Yam
 
     loader = _Loader(text)
     try:
-        _check_shape(text)
+        shape = check_shape(text)
         node = loader.get_single_node()
-        index = _LineIndex(original, loader)
+        sourced = not shape.directives and (not lines or lines[-1] == len(lines))
+        items = ItemSources(text, shape.aliases, known) if sourced else None
+        index = _LineIndex(original, loader, items)
         data = index.build(node, ()) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -220,62 +254,12 @@ def parse_yaml(text: str, source: str, line_map: list[int] | None = None) -> Yam
         raise ConfigError(f"{source}:1: malformed YAML: {exc}") from None
     except _RecursiveAliasError as exc:
         raise ConfigError(f"{source}:{exc.line}: a YAML alias refers to itself") from None
-    except _ShapeError as exc:
+    except ShapeError as exc:
         raise ConfigError(f"{source}:{original(exc.line)}: {exc.message}") from None
     finally:
         loader.dispose()
-    return YamlDocument(data, index.lines, tuple(index.problems))
-
-
-class _ShapeError(Exception):
-    def __init__(self, line: int, message: str) -> None:
-        self.line = line
-        self.message = message
-        super().__init__(line, message)
-
-
-def _check_shape(text: str) -> None:
-    """Refuse too deep nesting and alias bombs from the parse events; raises ``_ShapeError``."""
-    depth = 0
-    written = 0
-    expanded = 0  # nodes of the document with every alias replaced by what it names
-    starts: list[tuple[int, str | None]] = []  # per open collection: expanded before it, anchor
-    sizes: dict[str, int] = {}  # anchor -> expanded nodes under it
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise _ShapeError(
-                    _event_line(event),
-                    f"nested deeper than {MAX_DEPTH} levels; flatten the structure",
-                )
-            starts.append((expanded, event.anchor))
-            written += 1
-            expanded += 1
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-            before, anchor = starts.pop()
-            if anchor is not None:
-                sizes[anchor] = expanded - before
-        elif isinstance(event, ScalarEvent):
-            written += 1
-            expanded += 1
-            if event.anchor is not None:
-                sizes[event.anchor] = 1
-        elif isinstance(event, AliasEvent):
-            expanded += sizes.get(event.anchor or "", 1)  # undefined: the composer says so
-            if expanded > EXPANSION_FACTOR * written + EXPANSION_SLACK:
-                raise _ShapeError(
-                    _event_line(event),
-                    f"the alias *{event.anchor} makes the document expand to over {expanded:,} "
-                    f"values from {written:,} written: refused as an alias bomb; write the "
-                    "values out or use fewer nested aliases",
-                )
-
-
-def _event_line(event: Any) -> int:
-    mark = event.start_mark
-    return mark.line + 1 if mark is not None else 1
+    found, reused = (items.found, items.reused) if items is not None else ({}, 0)
+    return YamlDocument(data, index.lines, tuple(index.problems), found, reused)
 
 
 class _RecursiveAliasError(Exception):
@@ -292,9 +276,10 @@ class _LineIndex:
     any other collection (``<<`` merges, ``!!set``, ``!!omap``), are built by the loader.
     """
 
-    def __init__(self, original: Any, loader: Any) -> None:
+    def __init__(self, original: Any, loader: Any, items: ItemSources | None = None) -> None:
         self._original = original
         self._loader = loader
+        self._items = items
         self._on_path: set[int] = set()
         self._built: dict[int, Any] = {}  # id(collection node) -> its data: aliases share it
         self.lines: dict[Loc, int] = {}
@@ -318,14 +303,23 @@ class _LineIndex:
             if isinstance(node, MappingNode):
                 data = self._build_mapping(node, loc)
             else:
-                data = [self._item(position, item, loc) for position, item in enumerate(node.value)]
+                data = self._build_sequence(node, loc)
             self._on_path.discard(key)
         self._built[key] = data
         return data
 
-    def _item(self, position: int, item: Node, loc: Loc) -> Any:
-        self.lines[(*loc, position)] = self._original(item.start_mark.line + 1)
-        return self.build(item, (*loc, position))
+    def _build_sequence(self, node: Node, loc: Loc) -> list[Any]:
+        items = self._items if loc == (ITEMS_KEY,) else None
+        if items is not None:
+            items.enter(node)
+        data: list[Any] = []
+        for position, item in enumerate(node.value):
+            self.lines[(*loc, position)] = self._original(item.start_mark.line + 1)
+            if items is not None and items.known(position, item):
+                data.append(REUSED)
+            else:
+                data.append(self.build(item, (*loc, position)))
+        return data
 
     def _build_mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
         data: dict[Any, Any] = {}
