@@ -170,7 +170,7 @@ class Service:
             logger.error("job %s is broken and will not run: %s", broken.id or "?", broken.reason)
         self.phase = PHASE_RUNNING
         self._stack.push_async_callback(self._spare_reader.aclose)
-        self._spare_reader.start_for(self.config.path)
+        self._spare_reader.start_for(self.config.path, self.environ)
         logger.info(
             "pollerd running %d job(s) with %d plugin(s); state in %s",
             len(self.setup.jobs),
