@@ -10,7 +10,8 @@ the running jobs' lateness nor ``/healthz``:
   does not hold pollerd's GIL, each load may grow its address space by at most
   ``PREPARE_MEMORY_BYTES`` and use at most ``PREPARE_CPU_S`` of CPU, and pollerd kills it after
   ``PREPARE_TIMEOUT_S``. It sends the validated ``Setup`` back pickled (pollerd's own child,
-  started from its own interpreter). The child is kept from one reload to the next
+  started from its own interpreter), the jobs of its previous answer as their positions there
+  (``pollerd.service.setupdelta``). The child is kept from one reload to the next
   (``SpareReader``): it starts with the service, does its imports and loads the file once, so
   that a reload finds it ready and knowing the jobs; it then validates only the jobs whose text
   changed (``pollerd.config.jobcache``: a third of the time, at 10,000 jobs).
@@ -40,6 +41,7 @@ from pollerd.config.jobcache import JobCache
 from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
 from pollerd.config.setup import Setup, load_setup
 from pollerd.errors import PollerdError
+from pollerd.service.setupdelta import DeltaBaseError, SetupDelta, decode_setup, encode_setup
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class SpareReader:
 
     def __init__(self) -> None:
         self._child: asyncio.Future[_Child] | None = None  # a task while the child starts
+        self._answered: tuple[int, Setup] | None = None  # its last answer: the next one's base
 
     def start_for(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
         """Start a child if ``path`` is large enough to be read by one and no child is alive.
@@ -83,21 +86,23 @@ class SpareReader:
             return
         first = _request(path, environ, answer=False) if environ is not None else b""
         self._child = asyncio.create_task(_spawn(first), name="reload-spare")
+        self._answered = None
 
     async def ask(self, path: Path, environ: Mapping[str, str], timeout_s: float) -> Setup:
         """The setup of ``path`` as the child reads it; raises ``ReloadRefusedError``."""
         child: _Child | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                child = await self._take(_request(path, environ, answer=True))
+                child = await self._take(path, environ)
                 assert child.process.stdout is not None
                 size = await child.process.stdout.readline()
                 if not size:
                     await child.process.wait()  # it ended: its exit status says why
-            # Reading and unpickling 10,000 jobs takes a tenth of a second: in a thread, it
+            # Reading and unpickling an answer takes up to a tenth of a second: in a thread, it
             # calls back into Python often enough for the event loop to keep its turn.
-            status, value = await asyncio.to_thread(_answer, path, child, size)
+            status, value = await asyncio.to_thread(_answer, path, child, size, self._answered)
         except BaseException as exc:
+            self._answered = None
             if child is not None:
                 await _discard(child)
             if isinstance(exc, TimeoutError):
@@ -112,8 +117,11 @@ class SpareReader:
             self._child.set_result(child)
         if status != "ok":
             raise ReloadRefusedError(str(value))
-        assert isinstance(value, Setup)
-        return value
+        assert isinstance(value, tuple)
+        number, setup = value
+        assert isinstance(setup, Setup)
+        self._answered = (number, setup)
+        return setup
 
     async def aclose(self) -> None:
         future, self._child = self._child, None
@@ -127,16 +135,19 @@ class SpareReader:
             return future is not None
         return future.exception() is None and future.result().process.returncode is None
 
-    async def _take(self, request: bytes) -> _Child:
-        """The child with ``request`` sent to it; a new child if none is alive."""
+    async def _take(self, path: Path, environ: Mapping[str, str]) -> _Child:
+        """The child with the request for ``path`` sent to it; a new child if none is alive."""
         future, self._child = self._child, None
         if future is not None:
             with contextlib.suppress(OSError):
                 child = await future
-                if await _send(child, request):
+                base = self._answered[0] if self._answered is not None else None
+                if await _send(child, _request(path, environ, answer=True, base=base)):
                     return child
                 await _discard(child)  # it died while it waited
-        return await _spawn(request)  # a child that dies at once: its answer says why
+        self._answered = None
+        # A child that dies at once: its answer says why.
+        return await _spawn(_request(path, environ, answer=True))
 
 
 async def prepare_reload(
@@ -195,9 +206,12 @@ def _file_bytes(path: Path) -> int:
         return 0  # load_setup says what is wrong with the path
 
 
-def _request(path: Path, environ: Mapping[str, str], *, answer: bool) -> bytes:
-    """One line for the child; ``answer`` false: load the file to know its jobs, say nothing."""
-    request = {"path": str(path), "environ": dict(environ), "answer": answer}
+def _request(
+    path: Path, environ: Mapping[str, str], *, answer: bool, base: int | None = None
+) -> bytes:
+    """One line for the child; ``answer`` false: load the file to know its jobs, say nothing.
+    ``base``: the number of the child's last answer, which pollerd holds (see ``setupdelta``)."""
+    request = {"path": str(path), "environ": dict(environ), "answer": answer, "base": base}
     return json.dumps(request).encode() + b"\n"
 
 
@@ -263,12 +277,19 @@ async def _send(child: _Child, request: bytes) -> bool:
     return True
 
 
-def _answer(path: Path, child: _Child, size: bytes) -> tuple[str, object]:
-    """The child's answer of ``size`` bytes (its line on stdout: empty if it ended)."""
+def _answer(
+    path: Path, child: _Child, size: bytes, base: tuple[int, Setup] | None
+) -> tuple[str, object]:
+    """The child's answer of ``size`` bytes (its line on stdout: empty if it ended); a setup
+    comes as its number and the setup, decoded with ``base``."""
     try:
         out = os.pread(child.answer.fileno(), int(size), 0)
         with collector_paused():  # a setup holds no cycles; see pollerd.config.gcpause
             status, value = pickle.loads(out)
+            if isinstance(value, SetupDelta):
+                value = (value.number, decode_setup(value, base))
+    except DeltaBaseError as exc:  # not expected: the child and pollerd count the same answers
+        raise ReloadRefusedError(f"{path}: the process reading the config: {exc}") from None
     except Exception:  # no answer: the child died (CPU limit, a crash)
         child.stderr.seek(0)
         tail = child.stderr.read().decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
@@ -331,11 +352,16 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # the service logs what it needs from the answer
     answer_fd = int(sys.argv[1])
     cache = JobCache()
+    answered: tuple[int, Setup] | None = None  # the last setup answered, and its number
     for line in sys.stdin.buffer:
         request = json.loads(line)
         with contextlib.suppress(OSError, ValueError):
             _limit_resources()  # best effort: /proc or the limits may be unavailable
         status, value = _load(request, cache)
+        if request["answer"] and isinstance(value, Setup):
+            number = answered[0] + 1 if answered is not None else 1
+            base = answered if answered is not None and answered[0] == request["base"] else None
+            answered, value = (number, value), encode_setup(value, number, base)
         if request["answer"]:
             _write_answer(answer_fd, (status, value))
         if status == "fatal":
