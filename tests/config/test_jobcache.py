@@ -175,7 +175,7 @@ def test_only_items_of_jobs_without_aliases_are_skipped() -> None:
     text = (
         "jobs:\n  - {id: a, x: &x 1}\n  - {id: b, x: *x}\n  - {id: c}\nother: [{id: a, x: &y 1}]\n"
     )
-    first = parse_yaml(text, "f")
+    first = parse_yaml(text, "f", known=())
 
     document = parse_yaml(text, "f", known=set(first.sources.values()))
 
@@ -195,7 +195,7 @@ def test_only_items_of_jobs_without_aliases_are_skipped() -> None:
 def test_no_item_is_skipped_where_its_text_could_mean_other_data_or_lines(
     text: str, line_map: list[int] | None
 ) -> None:
-    document = parse_yaml(text, "f", line_map)
+    document = parse_yaml(text, "f", line_map, known=())
 
     assert document.sources == {}
 

@@ -115,7 +115,7 @@ def load_config(
     A reader's ``cache`` holds the jobs of its last load: those written as then are reused."""
     source = str(path)
     text, line_map = read_text(path, environ, source)
-    document = parse_yaml(text, source, line_map, cache.known if cache is not None else ())
+    document = parse_yaml(text, source, line_map, cache.known if cache is not None else None)
     if cache is not None and document.reused and not cache.fits(document.data):
         document = parse_yaml(text, source, line_map)  # other defaults: every job is read anew
     config = _ConfigReader(path, source, document, cache).load()

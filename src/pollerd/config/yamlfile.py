@@ -223,11 +223,15 @@ _Loader.add_constructor(_TIMESTAMP_TAG, _Loader.construct_lenient_timestamp)
 
 
 def parse_yaml(
-    text: str, source: str, line_map: list[int] | None = None, known: Container[Source] = ()
+    text: str,
+    source: str,
+    line_map: list[int] | None = None,
+    known: Container[Source] | None = None,
 ) -> YamlDocument:
     """Parse one YAML document and index its lines. Raises ``ConfigError`` on malformed YAML.
 
-    An item of the top-level ``jobs`` whose source is in ``known`` is not built: its data is
+    With ``known`` (a reader that keeps the jobs of its loads), the document notes the source of
+    each item of the top-level ``jobs``; one whose source is in ``known`` is not built: its data is
     REUSED (a reload that changed one job of 10,000 builds one). Only an item that holds no alias
     has a source (an alias's data depends on text elsewhere); none has one under a ``%TAG``
     directive, or when a substituted value spans lines (an item's lines would not move with it).
@@ -242,7 +246,7 @@ def parse_yaml(
         shape = check_shape(text)
         node = loader.get_single_node()
         sourced = not shape.directives and (not lines or lines[-1] == len(lines))
-        items = ItemSources(text, shape.aliases, known) if sourced else None
+        items = ItemSources(text, shape.aliases, known) if known is not None and sourced else None
         index = _LineIndex(original, loader, items)
         data = index.build(node, ()) if node is not None else None
     except yaml.MarkedYAMLError as exc:
