@@ -130,10 +130,13 @@ class SpareReader:
                 await _discard(await future)
 
     def _alive(self) -> bool:
+        """A child is starting, or started and has not ended."""
         future = self._child
         if future is None or not future.done():
             return future is not None
-        return future.exception() is None and future.result().process.returncode is None
+        if future.cancelled() or future.exception() is not None:
+            return False
+        return future.result().process.returncode is None
 
     async def _take(self, path: Path, environ: Mapping[str, str]) -> _Child:
         """The child with the request for ``path`` sent to it; a new child if none is alive."""
