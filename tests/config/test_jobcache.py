@@ -103,6 +103,21 @@ def test_a_changed_job_is_validated_again_and_its_error_names_its_line(path: Pat
     assert broken.reason.startswith(f"{path}:13: jobs[1].schedule.every: ")
 
 
+def test_jobs_written_as_a_flow_sequence_are_reused_too(path: Path) -> None:
+    job_a = "{{id: a, kind: k, config: {{x: [1, 2]}}, schedule: {{every: 1s}}}}"
+    flow = "version: 1\njobs: [\n{}  " + job_a + ",\n  {}]\n"
+    cache = JobCache()
+    path.write_text(flow.format("", "{id: b, kind: k, schedule: {every: 2s}}"))
+    before = load_config(path, {}, cache)
+    path.write_text(flow.format("  {id: n, kind: k, schedule: {every: 1s}},\n", "{id: b}"))
+
+    cached, fresh = load_twice(path, cache)
+
+    assert_as_fresh(cached, fresh)
+    assert cached.jobs[1].config is before.jobs[0].config
+    assert cached.jobs[1].line == 4 and cached.broken[0].id == "b"
+
+
 def test_a_copy_of_a_reused_job_is_a_duplicate_named_at_its_line(path: Path) -> None:
     cache = JobCache()
     path.write_text(text_of(HEAD, JOB_A, JOB_B))
@@ -171,18 +186,37 @@ def test_a_refused_load_keeps_the_jobs_of_the_last_good_one(path: Path) -> None:
     assert cached.jobs[0] is first.jobs[0]
 
 
-def test_only_items_of_jobs_without_aliases_are_skipped() -> None:
+def test_only_items_of_jobs_without_aliases_or_anchors_are_skipped() -> None:
     text = (
-        "jobs:\n  - {id: a, x: &x 1}\n  - {id: b, x: *x}\n  - {id: c}\nother: [{id: a, x: &y 1}]\n"
+        "jobs:\n"
+        "  - {id: a, x: &x 1}\n"
+        "  - {id: b, x: *x}\n"
+        "  - id: c\n"
+        "    y: [1, 2]\n"
+        "  # a comment\n"
+        "  - {id: d}\n"
+        "other: [{id: a}]\n"
     )
     first = parse_yaml(text, "f", known=())
 
     document = parse_yaml(text, "f", known=set(first.sources.values()))
 
-    assert sorted(first.sources) == [0, 2]
-    assert document.data["jobs"] == [REUSED, {"id": "b", "x": 1}, REUSED]
+    assert sorted(first.sources) == [2, 3]
+    assert document.data["jobs"] == [{"id": "a", "x": 1}, {"id": "b", "x": 1}, REUSED, REUSED]
+    assert document.data["other"] == [{"id": "a"}]
     assert document.reused == 2
-    assert document.line_of(("jobs", 2)) == 4
+    assert [document.line_of(("jobs", at)) for at in range(4)] == [2, 3, 4, 7]
+    assert document.sources == first.sources
+
+
+def test_items_are_read_in_full_where_the_root_is_not_indexed_item_by_item() -> None:
+    text = "base: &base {x: 1}\n<<: *base\njobs:\n  - {id: a}\n  - {id: b}\n"
+    first = parse_yaml(text, "f", known=())
+
+    document = parse_yaml(text, "f", known=set(first.sources.values()))
+
+    assert document.data["jobs"] == [{"id": "a"}, {"id": "b"}]
+    assert document.reused == 0 and document.sources == first.sources
 
 
 @pytest.mark.parametrize(

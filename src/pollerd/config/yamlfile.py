@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pollerd.config.yamlshape import MAX_DEPTH, ShapeError, check_shape
-from pollerd.config.yamlsource import ItemSources, Source
+from pollerd.config.yamlsource import ITEMS_KEY, ItemSources, ItemSpans, Source
 from pollerd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ __all__ = [  # MAX_DEPTH: the limits live in yamlshape
 ]
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
-ITEMS_KEY = "jobs"  # the top-level sequence whose items a caller may already know (``parse_yaml``)
 
 
 class _Reused:
@@ -241,14 +240,14 @@ def parse_yaml(
     def original(line: int) -> int:
         return lines[line - 1] if 0 < line <= len(lines) else line
 
-    loader = _Loader(text)
+    sourced = known is not None and (not lines or lines[-1] == len(lines))
+    spans = ItemSpans() if sourced else None
+    items: ItemSources | None = None
     try:
-        shape = check_shape(text)
-        node = loader.get_single_node()
-        sourced = not shape.directives and (not lines or lines[-1] == len(lines))
-        items = ItemSources(text, shape.aliases, known) if known is not None and sourced else None
-        index = _LineIndex(original, loader, items)
-        data = index.build(node, ()) if node is not None else None
+        shape = check_shape(text, spans)
+        if known is not None and spans is not None and spans.usable and not shape.directives:
+            items = ItemSources(text, spans.spans, (shape.aliases, shape.anchors), known)
+        data, index = _compose(items.reduced() if items and items.reused else text, original, items)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = original(mark.line + 1) if mark is not None else 1
@@ -260,10 +259,22 @@ def parse_yaml(
         raise ConfigError(f"{source}:{exc.line}: a YAML alias refers to itself") from None
     except ShapeError as exc:
         raise ConfigError(f"{source}:{original(exc.line)}: {exc.message}") from None
+    if items is None:
+        return YamlDocument(data, index.lines, tuple(index.problems))
+    if index.reused != len(items.reused):  # not expected: the items were not where said
+        return parse_yaml(text, source, line_map, ())
+    return YamlDocument(data, index.lines, tuple(index.problems), items.found, index.reused)
+
+
+def _compose(text: str, original: Any, items: ItemSources | None) -> tuple[Any, _LineIndex]:
+    """The data of ``text`` and its line index."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        index = _LineIndex(original, loader, items.reused if items is not None else ())
+        return (index.build(node, ()) if node is not None else None), index
     finally:
         loader.dispose()
-    found, reused = (items.found, items.reused) if items is not None else ({}, 0)
-    return YamlDocument(data, index.lines, tuple(index.problems), found, reused)
 
 
 class _RecursiveAliasError(Exception):
@@ -280,10 +291,11 @@ class _LineIndex:
     any other collection (``<<`` merges, ``!!set``, ``!!omap``), are built by the loader.
     """
 
-    def __init__(self, original: Any, loader: Any, items: ItemSources | None = None) -> None:
+    def __init__(self, original: Any, loader: Any, reused: Collection[int] = ()) -> None:
         self._original = original
         self._loader = loader
-        self._items = items
+        self._reused = frozenset(reused)  # positions in ``jobs`` written as ``~``: REUSED
+        self.reused = 0
         self._on_path: set[int] = set()
         self._built: dict[int, Any] = {}  # id(collection node) -> its data: aliases share it
         self.lines: dict[Loc, int] = {}
@@ -313,14 +325,13 @@ class _LineIndex:
         return data
 
     def _build_sequence(self, node: Node, loc: Loc) -> list[Any]:
-        items = self._items if loc == (ITEMS_KEY,) else None
-        if items is not None:
-            items.enter(node)
+        reused = self._reused if loc == (ITEMS_KEY,) else frozenset()
         data: list[Any] = []
         for position, item in enumerate(node.value):
             self.lines[(*loc, position)] = self._original(item.start_mark.line + 1)
-            if items is not None and items.known(position, item):
+            if position in reused:
                 data.append(REUSED)
+                self.reused += 1
             else:
                 data.append(self.build(item, (*loc, position)))
         return data
