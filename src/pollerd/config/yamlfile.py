@@ -88,8 +88,8 @@ class YamlDocument:
     lines: dict[Loc, int] = field(default_factory=dict)
     # Problems found while indexing (duplicate keys): (where, line, message).
     problems: tuple[tuple[Loc, int, str], ...] = ()
-    # The source of each item of the top-level ``jobs`` that holds no alias, by position; items
-    # whose source the caller knew are REUSED in ``data``, with no lines recorded under them.
+    # The source of each item of the top-level ``jobs`` that holds no alias or anchor, by
+    # position; items whose source the caller knew are REUSED in ``data``, with no lines under.
     sources: Mapping[int, Source] = field(default_factory=dict)
     reused: int = 0
 
@@ -230,10 +230,11 @@ def parse_yaml(
     """Parse one YAML document and index its lines. Raises ``ConfigError`` on malformed YAML.
 
     With ``known`` (a reader that keeps the jobs of its loads), the document notes the source of
-    each item of the top-level ``jobs``; one whose source is in ``known`` is not built: its data is
-    REUSED (a reload that changed one job of 10,000 builds one). Only an item that holds no alias
-    has a source (an alias's data depends on text elsewhere); none has one under a ``%TAG``
-    directive, or when a substituted value spans lines (an item's lines would not move with it).
+    each item of the top-level ``jobs``; one whose source is in ``known`` is neither composed nor
+    built: its data is REUSED (a reload that changed one job of 10,000 builds one). Only an item
+    that holds no alias or anchor has a source (``pollerd.config.yamlsource``); none has one
+    under a ``%TAG`` directive, or when a substituted value spans lines (an item's lines would
+    not move with it).
     """
     lines = line_map or []
 
@@ -247,7 +248,10 @@ def parse_yaml(
         shape = check_shape(text, spans)
         if known is not None and spans is not None and spans.usable and not shape.directives:
             items = ItemSources(text, spans.spans, (shape.aliases, shape.anchors), known)
-        data, index = _compose(items.reduced() if items and items.reused else text, original, items)
+        if items is not None and items.reused:
+            # Not expected to fail: if it does, the whole file is read again, none reused.
+            return _reusing(items, original) or parse_yaml(text, source, line_map, ())
+        data, index = _compose(text, original)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = original(mark.line + 1) if mark is not None else 1
@@ -259,19 +263,28 @@ def parse_yaml(
         raise ConfigError(f"{source}:{exc.line}: a YAML alias refers to itself") from None
     except ShapeError as exc:
         raise ConfigError(f"{source}:{original(exc.line)}: {exc.message}") from None
-    if items is None:
-        return YamlDocument(data, index.lines, tuple(index.problems))
-    if index.reused != len(items.reused):  # not expected: the items were not where said
-        return parse_yaml(text, source, line_map, ())
+    found = items.found if items is not None else {}
+    return YamlDocument(data, index.lines, tuple(index.problems), found)
+
+
+def _reusing(items: ItemSources, original: Any) -> YamlDocument | None:
+    """The document with the items the caller knows written as ``~``; None if composing it
+    failed or did not give them back where the parse events said they are."""
+    try:
+        data, index = _compose(items.reduced(), original, items.reused)
+    except (yaml.YAMLError, _RecursiveAliasError):
+        return None
+    if index.reused != len(items.reused):
+        return None
     return YamlDocument(data, index.lines, tuple(index.problems), items.found, index.reused)
 
 
-def _compose(text: str, original: Any, items: ItemSources | None) -> tuple[Any, _LineIndex]:
-    """The data of ``text`` and its line index."""
+def _compose(text: str, original: Any, reused: Collection[int] = ()) -> tuple[Any, _LineIndex]:
+    """The data of ``text`` and its line index; the items of ``jobs`` at ``reused`` are REUSED."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
-        index = _LineIndex(original, loader, items.reused if items is not None else ())
+        index = _LineIndex(original, loader, reused)
         return (index.build(node, ()) if node is not None else None), index
     finally:
         loader.dispose()
