@@ -8,7 +8,9 @@ import json
 import os
 import random
 import signal
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,24 @@ from pollerd import wire
 from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import SupervisorError, TickTimeoutError
 from pollerd.natsio.server import EmbeddedNatsServer
-from pollerd.supervision.plugin_runner import check_service_info, served_name
+from pollerd.supervision.plugin_runner import (
+    PluginRunner,
+    RunnerSettings,
+    check_service_info,
+    served_name,
+)
 from pollerd.supervision.status import PluginState, PluginStatus
 from pollerd.supervision.supervisor import Supervisor
 from pollerd.transports.nats import NatsTransport
+from pollerd.transports.natsmux import mux_for
 
 SUPERVISED_DIR = FIXTURES_DIR / "supervised"
 ECHO_KINDS = ("echo", "environ", "hang")
 WAIT_S = 20.0
 TICK_TIMEOUT_S = 5.0
+PROBE_CANCEL_ROUNDS = 300
+PROBE_CANCEL_TURNS = 40  # loop turns before the cancel: a request and its answer take a few
+PROBE_END_WAIT_S = 2.0
 FAST = {
     "start_timeout_s": 15.0,
     "backoff_initial_s": 0.05,
@@ -286,8 +297,8 @@ async def test_a_hung_plugin_that_misses_its_pings_is_killed_and_restarted(
 async def test_leaving_the_context_leaves_no_process_and_no_task(
     supervise: Callable[..., Supervisor], recorder: StatusRecorder, nats_client: Client
 ) -> None:
-    with contextlib.suppress(NoRespondersError):  # the client's reply subscription: not ours
-        await nats_client.request("nobody.listens", b"", timeout=TICK_TIMEOUT_S)
+    with contextlib.suppress(NoRespondersError):  # the connection's reply subscription: not ours
+        await mux_for(nats_client).request("nobody.listens", b"", TICK_TIMEOUT_S)
     before = asyncio.all_tasks()
 
     async with supervise(make_manifest("one"), make_manifest("two")) as supervisor:
@@ -363,3 +374,47 @@ def test_the_service_serving_a_subject_is_found_by_its_endpoints_in_an_info_answ
     assert served_name(frame, "p.y.tick") is None
     assert served_name(b"not json", "p.x.tick") is None
     assert served_name(b'{"endpoints": "?"}', "p.x.tick") is None
+
+
+@pytest.mark.nats
+async def test_the_readiness_probe_ends_when_cancelled_even_as_an_answer_lands(
+    nats_server: EmbeddedNatsServer, nats_client: Client
+) -> None:
+    # Python 3.11's asyncio.wait_for (under nats-py's request) returns the answer when the
+    # cancellation comes in the loop turn where the answer landed: a probe that went on asking
+    # then kept a plugin that had exited at start "starting" for good. Cancelled a few loop turns
+    # after each start, the probe is cancelled in every phase of its request, that one included.
+    runner = PluginRunner(
+        make_manifest("nobody"),
+        RunnerSettings(
+            nc=nats_client,
+            nats_url=nats_server.url,
+            environ={},
+            nats_env={},
+            plugin_env=lambda manifest: {},
+            extra_env={},
+            python=sys.executable,
+            clock=lambda: datetime.now(UTC),
+            rng=random.Random(7),
+            ping_interval_s=1.0,
+            ping_failures=3,
+            stall_timeouts=3,
+            max_restarts=0,
+            restart_window_s=60.0,
+            on_change=None,
+            **FAST,
+        ),
+    )
+    still_running = 0
+    for turns in range(PROBE_CANCEL_ROUNDS):
+        probe = asyncio.create_task(runner._probe_info())
+        for _ in range(turns % PROBE_CANCEL_TURNS):
+            await asyncio.sleep(0)
+        probe.cancel()
+        await asyncio.wait({probe}, timeout=PROBE_END_WAIT_S)
+        if not probe.done():
+            still_running += 1
+            probe.cancel()  # again, so that the test itself ends
+            await asyncio.wait({probe})
+
+    assert still_running == 0

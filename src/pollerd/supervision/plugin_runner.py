@@ -47,6 +47,7 @@ from pollerd.supervision.plugin_process import (
     plugin_identity,
 )
 from pollerd.supervision.status import PluginState, PluginStatus
+from pollerd.transports.natsmux import mux_for
 from pollerd.wire import service_name, tick_subject
 
 logger = logging.getLogger(__name__)
@@ -346,9 +347,14 @@ class PluginRunner:
         """Ask ``$SRV.INFO.<name>`` until a service answers; its decoded answer."""
         subject = f"{SRV_INFO}.{self._service}"
         assert self._s.nc is not None, "the supervisor starts no long-lived plugin without NATS"
+        # Through the request mux, not nats-py's ``request``: on Python 3.11 its
+        # ``asyncio.wait_for`` returns the answer when the cancellation comes in the loop turn
+        # where the answer landed, and this loop then went on asking for good (a plugin that
+        # exited at start stayed "starting"). An answered future never swallows a cancellation.
+        requests = mux_for(self._s.nc)
         while True:
             try:
-                msg = await self._s.nc.request(subject, b"", timeout=READY_REQUEST_TIMEOUT_S)
+                msg = await requests.request(subject, b"", READY_REQUEST_TIMEOUT_S)
             except TimeoutError:
                 continue
             except (NatsClientError, OSError):  # no responders yet, or pollerd's NATS is down
@@ -408,7 +414,7 @@ class PluginRunner:
             subject = f"{subject}.{self._instance}"
         assert self._s.nc is not None, "the supervisor starts no long-lived plugin without NATS"
         try:
-            await self._s.nc.request(subject, b"", timeout=self._s.ping_interval_s)
+            await mux_for(self._s.nc).request(subject, b"", self._s.ping_interval_s)  # as above
         except (NatsClientError, OSError, TimeoutError):
             return False if self._s.nc.is_connected else None
         return True
