@@ -29,6 +29,7 @@ from pollerd.ops.adminclient import call
 INTERVAL = "300ms"
 RELOAD_WITHIN_S = 2.0
 CLI_TIMEOUT_S = 20.0
+KEPT_TICKS = 2  # a history shorter than the ticks the test waits for
 
 
 @dataclass
@@ -222,3 +223,16 @@ async def test_pollerd_reload_makes_the_running_service_reload(running: Running)
     assert code == 0
     assert json.loads(out)["changed"] == ["a"]
     assert jobs["a"]["schedule"] == "every 400ms"
+
+
+async def test_a_reload_that_changes_only_history_applies_it(running: Running) -> None:
+    # The job hash left `history` out: such an edit was "no change" and the job kept writing
+    # 50 records until a restart.
+    running.write([{**running.job("a"), "history": KEPT_TICKS}, running.job("b")])
+
+    await wait_until(lambda: "'changed': ['a']" in running.output, timeout_s=RELOAD_WITHIN_S)
+    await running.keeps_ticking("a", more=KEPT_TICKS + 1)
+    code, shown, _ = await pollerd_cli("history", "a", "--json", "-c", str(running.config))
+
+    assert code == 0
+    assert len(json.loads(shown)) == KEPT_TICKS

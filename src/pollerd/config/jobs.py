@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # What json.dumps(sort_keys=True, separators=(",", ":"), default=repr) would build on every call.
+DEFAULT_HISTORY = 50  # tick records kept per job when pollers.yaml does not say
 _HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 
 T = TypeVar("T")
@@ -63,7 +64,7 @@ class JobConfig:
     overlap: Overlap = "skip"
     catchup: Catchup = "latest"
     max_catchup: int = 10
-    history: int = 50  # tick records kept (`pollerd history`)
+    history: int = DEFAULT_HISTORY  # tick records kept (`pollerd history`)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     # Where the job is written: its line, its position in `jobs`, and the line of each of its keys.
@@ -170,6 +171,8 @@ def _job_hash(job: JobConfig) -> str:
         "max_catchup": job.max_catchup,
         "retry": _shallow(job.retry),
         "breaker": _shallow(job.breaker),
+        # Absent at the default: the hashes of jobs that do not set it stay as they were.
+        **({"history": job.history} if job.history != DEFAULT_HISTORY else {}),
     }
     text = _HASH_ENCODER.encode(definition)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

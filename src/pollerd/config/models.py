@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pollerd.config.duration import parse_duration
+from pollerd.config.jobs import DEFAULT_HISTORY
 from pollerd.config.schedule_model import ScheduleModel
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class JobModel(BaseModel):
     overlap: Literal["skip", "buffer_one", "cancel_other"] = "skip"
     catchup: Literal["skip", "latest", "all"] = "latest"
     max_catchup: int = Field(default=10, ge=1)
-    history: int = Field(default=50, ge=0, le=10_000)
+    history: int = Field(default=DEFAULT_HISTORY, ge=0, le=10_000)
     retry: RetryModel = RetryModel()
     breaker: BreakerModel = BreakerModel()
 
