@@ -41,7 +41,8 @@ from pollerd.config.jobcache import JobCache
 from pollerd.config.reload import ReloadPlan, plan_reload, restart_needed
 from pollerd.config.setup import Setup, load_setup
 from pollerd.errors import PollerdError
-from pollerd.service.setupdelta import DeltaBaseError, SetupDelta, decode_setup, encode_setup
+from pollerd.service.readerstate import ReaderState
+from pollerd.service.setupdelta import DeltaBaseError, SetupDelta, decode_setup
 
 logger = logging.getLogger(__name__)
 
@@ -351,24 +352,24 @@ def _write_answer(answer_fd: int, answer: tuple[str, object]) -> None:
 def main() -> None:
     """Answer each request line on stdin: load the setup it names, write the pickled answer to
     the file given as argument, its size on stdout. Ends at the end of stdin or after a load
-    that ran out of memory or stack (whatever it built may be half done)."""
+    that ran out of memory or stack (whatever it built may be half done). Between two requests
+    it holds its jobs and last answer compacted (``pollerd.service.readerstate``)."""
     logging.disable(logging.CRITICAL)  # the service logs what it needs from the answer
     answer_fd = int(sys.argv[1])
-    cache = JobCache()
-    answered: tuple[int, Setup] | None = None  # the last setup answered, and its number
+    kept = ReaderState()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         with contextlib.suppress(OSError, ValueError):
             _limit_resources()  # best effort: /proc or the limits may be unavailable
-        status, value = _load(request, cache)
+        status, value = _load(request, kept.cache)
         if request["answer"] and isinstance(value, Setup):
-            number = answered[0] + 1 if answered is not None else 1
-            base = answered if answered is not None and answered[0] == request["base"] else None
-            answered, value = (number, value), encode_setup(value, number, base)
+            value = kept.encode(value, request["base"])
         if request["answer"]:
             _write_answer(answer_fd, (status, value))
         if status == "fatal":
             break
+        del value  # the answer's objects: only what ``kept`` holds outlives the load
+        kept.compact()  # while pollerd applies the answer, not before it is written
 
 
 if __name__ == "__main__":
