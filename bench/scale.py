@@ -12,7 +12,8 @@ loopback port, INFO logging off, and N jobs of the long-lived SDK plugin
 - lateness p50 / p99 / max as the plugin sees it, and the mean of pollerd's own lateness metric
   (``*_lateness_seconds`` sum / count) next to the plugin's mean: they should agree;
 - pollerd's CPU per tick (its own process, from ``/proc``, not the plugin's nor nats-server's);
-- RSS per job: (pollerd's RSS − the RSS of a one-job pollerd) / N;
+- RSS per job: (pollerd's RSS − the RSS of a one-job pollerd) / N; beside it the RSS of the child
+  kept to read a pollers.yaml over 256 KiB (``pollerd.service.reloading``), after the reloads;
 - start-up: from spawning ``pollerd run`` to ``/readyz`` answering 200;
 - reload: ``POST /v1/reload`` after changing one job's interval in pollers.yaml (the median of
   three, the interval changed and changed back);
@@ -71,6 +72,7 @@ KIB = 1024
 POLL_S = 0.05
 HTTP_TIMEOUT_S = 60.0
 TIMED_REPEATS = 3
+READING_CHILD = b"pollerd.service.reloading"  # in the argv of the child that reads a large file
 
 
 @dataclass
@@ -190,10 +192,16 @@ class Pollerd:
         return process_cpu_s(self.proc.pid) or 0.0
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * KIB
-        return 0
+        return rss_bytes(self.proc.pid)
+
+    def reading_child_rss_bytes(self) -> int | None:
+        """The RSS of the child kept to read a large pollers.yaml (None: the file is small)."""
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if READING_CHILD in argv:
+                    return rss_bytes(int(child))
+        return None
 
     def lateness_metric(self) -> tuple[float, float]:
         """(sum, count) of pollerd's lateness histogram, all kinds."""
@@ -215,6 +223,13 @@ class Pollerd:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * KIB
+    return 0
 
 
 def read_probe(path: Path, start: float, end: float) -> list[float]:
@@ -254,7 +269,8 @@ def measure_pollerd(scenario: Scenario, window_s: float, base_rss: int) -> dict[
             reload_s = median(
                 [timed_reload(config, scenario, port, n) for n in range(TIMED_REPEATS)]
             )
-            time.sleep(1.0)  # the probe's last records reach its file
+            time.sleep(1.0)  # the probe's last records reach its file; the child has compacted
+            child_rss = service.reading_child_rss_bytes()
             tally = Tally(0, read_probe(root / "plugins" / "probe" / "probe.out", start, end), 0, 0)
         finally:
             service.stop()
@@ -275,7 +291,12 @@ def measure_pollerd(scenario: Scenario, window_s: float, base_rss: int) -> dict[
     per_job_kib = (rss - base_rss) / scenario.jobs / KIB
     print(
         f"            CPU per tick {tally.cpu_per_tick_us():7.1f} µs; RSS {rss / KIB / KIB:.0f} MiB"
-        f" = {per_job_kib:.2f} KiB per job over a one-job pollerd"
+        f" = {per_job_kib:.2f} KiB per job over a one-job pollerd; "
+        + (
+            f"reading child {child_rss / KIB / KIB:.0f} MiB after the reloads"
+            if child_rss is not None
+            else "no reading child (a small file)"
+        )
     )
     print(
         f"            start-up {service.startup_s:.2f} s; one-job reload {reload_s:.3f} s; "
