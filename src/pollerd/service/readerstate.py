@@ -2,10 +2,10 @@
 
 The child (``pollerd.service.reloading``) keeps the jobs of its last good load
 (``pollerd.config.jobcache``) and its last answer (``pollerd.service.setupdelta``): at 10,000 jobs
-about 9 MB of objects. They are allocated during the load among ten times as many that live only
-for it (YAML events and nodes, pydantic's models), and CPython's allocator gives a block of
+about 9 MB of objects. They are allocated during the load among many more that live only for
+it (YAML events and nodes, pydantic's models), and CPython's allocator gives a block of
 memory (an arena) back to the system only when nothing in it lives: a few kept objects in each
-pinned the load's arenas, and the child stayed at about 80 MB between reloads, 40 MB more than its
+pinned the load's arenas, and the child stayed at about 85 MB between reloads, 45 MB more than its
 imports. ``compact`` copies what is kept through one pickle, drops the copy the load made, then
 builds the kept objects again in fresh arenas: the child goes back to about 50 MB. It runs after
 the answer is written (0.15 s at 10,000 jobs), so pollerd does not wait for it.
