@@ -56,8 +56,12 @@ async def retry(what: str, operation: Callable[[], Awaitable[T]], retry_for_s: f
 
 
 def unavailable(exc: APIError) -> bool:
-    """JetStream answered "temporarily unavailable" (503, 10008: no meta leader yet)."""
-    return exc.code == SERVICE_UNAVAILABLE or exc.err_code == JETSTREAM_UNAVAILABLE
+    """JetStream answered "temporarily unavailable" (503, 10008: no meta leader yet).
+
+    nats-py's KV errors that are also ``APIError`` (``KeyWrongLastSequenceError``) are raised
+    without APIError's fields: a refusal, read with ``getattr``."""
+    code, err_code = getattr(exc, "code", None), getattr(exc, "err_code", None)
+    return code == SERVICE_UNAVAILABLE or err_code == JETSTREAM_UNAVAILABLE
 
 
 def describe(exc: BaseException) -> str:
