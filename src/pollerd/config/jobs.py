@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# What json.dumps(sort_keys=True, separators=(",", ":"), default=repr) would build on every call.
 DEFAULT_HISTORY = 50  # tick records kept per job when pollers.yaml does not say
+# What json.dumps(sort_keys=True, separators=(",", ":"), default=repr) would build on every call.
 _HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 
 T = TypeVar("T")

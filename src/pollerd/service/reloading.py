@@ -362,9 +362,9 @@ def main() -> None:
         with contextlib.suppress(OSError, ValueError):
             _limit_resources()  # best effort: /proc or the limits may be unavailable
         status, value = _load(request, kept.cache)
-        if request["answer"] and isinstance(value, Setup):
-            value = kept.encode(value, request["base"])
         if request["answer"]:
+            if isinstance(value, Setup):
+                value = kept.encode(value, request["base"])
             _write_answer(answer_fd, (status, value))
         if status == "fatal":
             break
