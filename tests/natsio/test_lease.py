@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 
+from cancelrace import lost_cancellations
 from natscluster import NatsCluster
 from pollerd.natsio.connection import connect
-from pollerd.natsio.lease import Leader, LeaderLease, parse_leader, poll_interval_s, read_leader
+from pollerd.natsio.lease import (
+    LEASE_KEY,
+    Leader,
+    LeaderLease,
+    parse_leader,
+    poll_interval_s,
+    read_leader,
+)
 from pollerd.natsio.lease import renew_interval_s as renew_every
 
 pytestmark = pytest.mark.nats
@@ -126,3 +135,43 @@ async def test_a_leader_frozen_past_its_ttl_stops_leading_before_its_loop_runs(
 
         assert not leader.leading()
         assert leader.fence() == 0
+
+
+async def test_a_standby_stops_competing_when_cancelled_even_as_an_answer_lands(
+    nc: Client,
+) -> None:
+    # A cancellation lost in nats-py's request (Python 3.11's wait_for) kept the loop competing:
+    # during a shutdown it could take the lease and start a claim pass.
+    events: list[str] = []
+    async with lease(nc, "a", events) as leader:
+        await until(leader.leading)
+        standby = lease(nc, "b", events)
+        standby._kv = await standby._bucket()
+
+        lost = await lost_cancellations(standby._run)
+
+        assert lost == []
+        assert events == [f"a elected {leader.epoch}"]
+
+
+async def test_a_leader_stops_renewing_when_cancelled_even_as_an_acknowledgement_lands(
+    nc: Client,
+) -> None:
+    events: list[str] = []
+    leader = lease(nc, "a", events)
+    kv = leader._kv = await leader._bucket()
+    await leader._try_take()
+    epoch, held = leader.epoch, leader.leader
+    assert epoch > 0
+
+    async def lead_again() -> None:
+        """A renewal cancelled in flight may land unseen (then the next one is refused and the
+        lease steps down): start each round from the key as it is, leading."""
+        leader._revision = (await kv.get(LEASE_KEY)).revision or 0
+        leader._epoch, leader.leader = epoch, held
+        leader._valid_until = time.monotonic() + TTL_S
+
+    lost = await lost_cancellations(leader._run, before_each=lead_again)
+
+    await leader._release()
+    assert lost == []

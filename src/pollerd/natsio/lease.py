@@ -28,11 +28,13 @@ from typing import Self
 from nats.aio.client import Client
 from nats.errors import Error as NatsClientError
 from nats.js.api import KeyValueConfig
+from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pollerd.errors import NatsError, PollerdError, StoreFencedError
 from pollerd.natsio.connection import cancel_until_done
+from pollerd.transports.natscancel import no_swallowed_cancel
 
 logger = logging.getLogger(__name__)
 
@@ -177,13 +179,8 @@ class LeaderLease:
         give_up_at = time.monotonic() + OPEN_TIMEOUT_S
         while True:
             try:
-                try:
-                    return await js.key_value(self.bucket)
-                except BucketNotFoundError:
-                    replicas = self._replicas or (3 if len(self._nc.servers) >= 3 else 1)
-                    # history 1: with more, an expiring lease would bring the previous one back.
-                    config = KeyValueConfig(bucket=self.bucket, history=1, replicas=replicas)
-                    return await js.create_key_value(config=config)
+                with no_swallowed_cancel():
+                    return await self._open_or_create(js)
             except (NatsClientError, OSError) as exc:
                 if time.monotonic() > give_up_at:
                     raise NatsError(
@@ -191,6 +188,16 @@ class LeaderLease:
                     ) from exc
                 logger.debug("leader lease bucket %s not ready: %r", self.bucket, exc)
             await asyncio.sleep(OPEN_RETRY_S)
+
+    async def _open_or_create(self, js: JetStreamContext) -> KeyValue:
+        """The lease bucket, created when missing."""
+        try:
+            return await js.key_value(self.bucket)
+        except BucketNotFoundError:
+            replicas = self._replicas or (3 if len(self._nc.servers) >= 3 else 1)
+            # history 1: with more, an expiring lease would bring the previous one back.
+            config = KeyValueConfig(bucket=self.bucket, history=1, replicas=replicas)
+            return await js.create_key_value(config=config)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -222,7 +229,8 @@ class LeaderLease:
         body = json.dumps({"name": self.name, "since": since.isoformat()}).encode()
         sent = self._clock()
         try:
-            revision = await kv.create(LEASE_KEY, body, msg_ttl=self.ttl_s)
+            with no_swallowed_cancel():  # or a shutting-down replica could take the lease
+                revision = await kv.create(LEASE_KEY, body, msg_ttl=self.ttl_s)
         except APIError:  # the key exists: someone leads
             await self._look()
             return
@@ -245,7 +253,8 @@ class LeaderLease:
         """Read who leads now (a standby shows it)."""
         assert self._kv is not None
         try:
-            entry = await self._kv.get(LEASE_KEY)
+            with no_swallowed_cancel():
+                entry = await self._kv.get(LEASE_KEY)
         except KeyNotFoundError:
             self.leader = None
             return
@@ -264,12 +273,13 @@ class LeaderLease:
         body = json.dumps(self.leader.to_json()).encode()
         sent = self._clock()
         try:
-            ack = await self._renewals.publish(
-                f"$KV.{self.bucket}.{LEASE_KEY}",
-                body,
-                headers={EXPECTED_LAST: str(self._revision)},
-                msg_ttl=self.ttl_s,
-            )
+            with no_swallowed_cancel():  # or a cancelled lease would go on renewing
+                ack = await self._renewals.publish(
+                    f"$KV.{self.bucket}.{LEASE_KEY}",
+                    body,
+                    headers={EXPECTED_LAST: str(self._revision)},
+                    msg_ttl=self.ttl_s,
+                )
         except APIError as exc:
             if exc.err_code in REFUSED_CODES:
                 await self._step_down("another replica took the lease")
@@ -293,7 +303,8 @@ class LeaderLease:
         assert self._kv is not None
         epoch, self._epoch = self._epoch or self._revision, 0
         try:
-            await self._kv.delete(LEASE_KEY, last=self._revision)
+            with no_swallowed_cancel():
+                await self._kv.delete(LEASE_KEY, last=self._revision)
         except (NatsClientError, OSError) as exc:
             logger.debug("leader lease: release failed (it will lapse): %r", exc)
             return
