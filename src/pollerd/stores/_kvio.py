@@ -1,5 +1,6 @@
 """How the nats-kv store meets NATS failures: translated to ``StoreError``, retried while
-NATS or JetStream is unavailable (a stream electing a leader, a client reconnecting)."""
+NATS or JetStream is unavailable (a stream electing a leader, a client reconnecting); and a
+cancellation that nats-py loses, raised again (``natscancel``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from pollerd.errors import StoreError
+from pollerd.transports.natscancel import no_swallowed_cancel
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,11 @@ T = TypeVar("T")
 @asynccontextmanager
 async def translate(what: str) -> AsyncIterator[None]:
     """NATS errors in the block become ``StoreError("<what>: <cause>")``; KV's "not found"
-    answers pass through."""
+    answers pass through. A cancellation lost in the block is raised: a cancelled tick must not
+    go on to commit."""
     try:
-        yield
+        with no_swallowed_cancel():
+            yield
     except (KeyNotFoundError, BucketNotFoundError):
         raise  # answers, not failures
     except (NatsClientError, OSError) as exc:
