@@ -23,6 +23,7 @@ from pollerd.engine.events import (
     event_subject,
 )
 from pollerd.errors import EventPublishError, EventRejectedError, NatsError
+from pollerd.transports.natscancel import no_swallowed_cancel
 from pollerd.wire import Event
 
 logger = logging.getLogger(__name__)
@@ -84,19 +85,10 @@ class JetStreamPublisher(EventPublisher):
         subject = event_subject(kind, job_id)
         messages = [self._message(job_id, event, space) for event in events]
         try:
-            try:
-                acks = await self._publish_all(subject, messages)
-            except nats.js.errors.NoStreamResponseError:
-                # Nobody stores pollerd.events: the stream was deleted (or JetStream is off).
-                if not await self.ensure_stream():
-                    raise
-                logger.warning(
-                    "job_id=%s: the stream %s was missing (deleted?): recreated it; "
-                    "events published before that are gone with it",
-                    job_id,
-                    STREAM_NAME,
-                )
-                acks = await self._publish_all(subject, messages)
+            # A cancelled tick must end cancelled: not go on to commit, nor commit a failure
+            # (nats-py turns a cancelled wait for a publish slot into TooManyStalledMsgsError).
+            with no_swallowed_cancel():
+                acks = await self._publish_to_stream(job_id, subject, messages)
         except (nats.errors.Error, TimeoutError, NatsError) as exc:
             if isinstance(exc, TimeoutError):
                 await self._stalled()
@@ -105,6 +97,24 @@ class JetStreamPublisher(EventPublisher):
             ) from exc
         self._stalled_since = None
         return sum(1 for ack in acks if ack.duplicate)
+
+    async def _publish_to_stream(
+        self, job_id: str, subject: str, messages: Sequence[tuple[bytes, str]]
+    ) -> list[api.PubAck]:
+        """Publish, recreating the stream once if nobody stores ``pollerd.events`` (the stream
+        was deleted, or JetStream is off)."""
+        try:
+            return await self._publish_all(subject, messages)
+        except nats.js.errors.NoStreamResponseError:
+            if not await self.ensure_stream():
+                raise
+            logger.warning(
+                "job_id=%s: the stream %s was missing (deleted?): recreated it; "
+                "events published before that are gone with it",
+                job_id,
+                STREAM_NAME,
+            )
+            return await self._publish_all(subject, messages)
 
     async def _stalled(self) -> None:
         if self._on_stall is None:
