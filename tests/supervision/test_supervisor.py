@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
+from nats.micro import add_service
+from nats.micro.request import Request
 
+from cancelrace import lost_cancellations
 from conftest import FIXTURES_DIR, make_tick_request, process_exists, wait_process_gone
 from pollerd import wire
 from pollerd.config.manifest import Entrypoint, Manifest
@@ -376,16 +379,12 @@ def test_the_service_serving_a_subject_is_found_by_its_endpoints_in_an_info_answ
     assert served_name(b'{"endpoints": "?"}', "p.x.tick") is None
 
 
-@pytest.mark.nats
-async def test_the_readiness_probe_ends_when_cancelled_even_as_an_answer_lands(
-    nats_server: EmbeddedNatsServer, nats_client: Client
-) -> None:
-    # Python 3.11's asyncio.wait_for (under nats-py's request) returns the answer when the
-    # cancellation comes in the loop turn where the answer landed: a probe that went on asking
-    # then kept a plugin that had exited at start "starting" for good. Cancelled a few loop turns
-    # after each start, the probe is cancelled in every phase of its request, that one included.
-    runner = PluginRunner(
-        make_manifest("nobody"),
+def unstarted_runner(
+    plugin_id: str, nats_server: EmbeddedNatsServer, nats_client: Client
+) -> PluginRunner:
+    """A runner whose parts a test drives itself; it starts no process."""
+    return PluginRunner(
+        make_manifest(plugin_id),
         RunnerSettings(
             nc=nats_client,
             nats_url=nats_server.url,
@@ -405,6 +404,17 @@ async def test_the_readiness_probe_ends_when_cancelled_even_as_an_answer_lands(
             **FAST,
         ),
     )
+
+
+@pytest.mark.nats
+async def test_the_readiness_probe_ends_when_cancelled_even_as_an_answer_lands(
+    nats_server: EmbeddedNatsServer, nats_client: Client
+) -> None:
+    # Python 3.11's asyncio.wait_for (under nats-py's request) returns the answer when the
+    # cancellation comes in the loop turn where the answer landed: a probe that went on asking
+    # then kept a plugin that had exited at start "starting" for good. Cancelled a few loop turns
+    # after each start, the probe is cancelled in every phase of its request, that one included.
+    runner = unstarted_runner("nobody", nats_server, nats_client)
     still_running = 0
     for turns in range(PROBE_CANCEL_ROUNDS):
         probe = asyncio.create_task(runner._probe_info())
@@ -418,3 +428,25 @@ async def test_the_readiness_probe_ends_when_cancelled_even_as_an_answer_lands(
             await asyncio.wait({probe})
 
     assert still_running == 0
+
+
+@pytest.mark.nats
+async def test_the_search_for_a_misnamed_service_ends_when_cancelled_even_as_an_answer_lands(
+    nats_server: EmbeddedNatsServer, nats_client: Client
+) -> None:
+    # After a start timeout the runner asks every service for its INFO (nats-py's next_msg). A
+    # cancellation lost there as an answer landed let the runner go on: it restarted the plugin
+    # and its stop() waited for good.
+    async def unused(request: Request) -> None:
+        """Only the service's INFO answer matters here."""
+
+    other = await add_service(nats_client, name="other", version="1.0.0")
+    await other.add_endpoint(name="tick", subject="other.tick", handler=unused)
+    runner = unstarted_runner("echo", nats_server, nats_client)
+
+    try:
+        lost = await lost_cancellations(runner._service_on_our_subject)
+    finally:
+        await other.stop()
+
+    assert lost == []

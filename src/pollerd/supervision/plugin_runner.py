@@ -47,6 +47,7 @@ from pollerd.supervision.plugin_process import (
     plugin_identity,
 )
 from pollerd.supervision.status import PluginState, PluginStatus
+from pollerd.transports.natscancel import no_swallowed_cancel
 from pollerd.transports.natsmux import mux_for
 from pollerd.wire import service_name, tick_subject
 
@@ -334,7 +335,8 @@ class PluginRunner:
             try:
                 await nc.publish(SRV_INFO, b"", reply=inbox)
                 while True:
-                    msg = await sub.next_msg(timeout=READY_REQUEST_TIMEOUT_S)
+                    with no_swallowed_cancel():  # or a stopped runner would go on restarting
+                        msg = await sub.next_msg(timeout=READY_REQUEST_TIMEOUT_S)
                     name = served_name(msg.data, wanted)
                     if name is not None and name != self._service:
                         return name
@@ -347,10 +349,9 @@ class PluginRunner:
         """Ask ``$SRV.INFO.<name>`` until a service answers; its decoded answer."""
         subject = f"{SRV_INFO}.{self._service}"
         assert self._s.nc is not None, "the supervisor starts no long-lived plugin without NATS"
-        # Through the request mux, not nats-py's ``request``: on Python 3.11 its
-        # ``asyncio.wait_for`` returns the answer when the cancellation comes in the loop turn
-        # where the answer landed, and this loop then went on asking for good (a plugin that
-        # exited at start stayed "starting"). An answered future never swallows a cancellation.
+        # Through the request mux, not nats-py's ``request``, which can lose a cancellation that
+        # comes with its answer (``natscancel``): this loop then went on asking for good (a plugin
+        # that exited at start stayed "starting"). An answered future never swallows one.
         requests = mux_for(self._s.nc)
         while True:
             try:
