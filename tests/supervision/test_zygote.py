@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cancelrace import lost_cancellations
 from conftest import FIXTURES_DIR, make_tick_request, process_exists, wait_for_condition
 from pollerd.config.manifest import Entrypoint, Manifest
 from pollerd.errors import PluginUnavailableError, TransportError
@@ -185,3 +186,16 @@ async def test_stopping_the_supervisor_leaves_no_zygote_and_no_child(
     await wait_for_condition(lambda: not process_exists(grandchild), 5.0)
     assert not process_exists(zygote.pid)
     assert sup.status("zygote") is not None
+
+
+async def test_a_ping_of_the_zygote_ends_when_cancelled_even_as_its_answer_lands() -> None:
+    # Python 3.11's wait_for returns the answer when the cancellation comes in the loop turn
+    # where it landed: the runner's watch loop then went on pinging, and stopping the supervisor
+    # waited for good.
+    manifest = prefork_manifest()
+    async with Supervisor([manifest], nc=None, nats_url="", environ=os.environ, **FAST) as sup:
+        channel = await sup.zygote_channel(manifest.id, WAIT_S)
+
+        lost = await lost_cancellations(lambda: channel.ping(WAIT_S))
+
+    assert lost == []

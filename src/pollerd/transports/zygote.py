@@ -93,7 +93,10 @@ class ZygoteChannel:
         self._pongs.append(pong)
         try:
             await self._send({"op": "ping"}, (), timeout_s)
-            await asyncio.wait_for(pong, timeout_s)
+            # Not wait_for: on Python 3.11 it returns the pong that lands with a cancellation
+            # and loses the cancellation (the supervisor's watch loop then went on pinging).
+            async with asyncio.timeout(timeout_s):
+                await pong
         except (TimeoutError, PluginUnavailableError):
             return False
         finally:
