@@ -175,3 +175,24 @@ async def test_a_leader_stops_renewing_when_cancelled_even_as_an_acknowledgement
 
     await leader._release()
     assert lost == []
+
+
+async def test_a_replica_cancelled_as_it_takes_the_lease_does_not_start_leading(
+    nc: Client,
+) -> None:
+    # Else a replica shutting down could run a claim pass and start scheduling. A lease taken
+    # as the cancellation came is released on exit (``free_lease``), as before.
+    events: list[str] = []
+    taker = lease(nc, "b", events)
+    kv = taker._kv = await taker._bucket()
+
+    async def free_lease() -> None:
+        """As the lease's exit does, then whatever a create cancelled in flight left."""
+        if taker._epoch:
+            await taker._release()
+        await kv.purge(LEASE_KEY)
+
+    lost = await lost_cancellations(taker._try_take, before_each=free_lease)
+    await free_lease()
+
+    assert lost == []

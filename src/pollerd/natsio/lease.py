@@ -229,15 +229,17 @@ class LeaderLease:
         body = json.dumps({"name": self.name, "since": since.isoformat()}).encode()
         sent = self._clock()
         try:
-            with no_swallowed_cancel():  # or a shutting-down replica could take the lease
+            # A lease taken as a cancellation comes is not led (no claim pass, not ``leading``)
+            # but released on exit: its epoch is kept before the cancellation is raised.
+            with no_swallowed_cancel():
                 revision = await kv.create(LEASE_KEY, body, msg_ttl=self.ttl_s)
+                self._epoch = self._revision = revision
         except APIError:  # the key exists: someone leads
             await self._look()
             return
         except (NatsClientError, OSError) as exc:
             logger.debug("leader lease: cannot reach NATS: %r", exc)
             return
-        self._epoch = self._revision = revision
         self._valid_until = sent + self.ttl_s
         self.leader = Leader(self.name, revision, since)
         try:
@@ -280,6 +282,7 @@ class LeaderLease:
                     headers={EXPECTED_LAST: str(self._revision)},
                     msg_ttl=self.ttl_s,
                 )
+                self._revision = int(ack.seq)  # known to the release on exit, even if cancelled
         except APIError as exc:
             if exc.err_code in REFUSED_CODES:
                 await self._step_down("another replica took the lease")
@@ -288,7 +291,6 @@ class LeaderLease:
         except (NatsClientError, OSError) as exc:
             logger.debug("leader lease: renewal failed: %r", exc)
         else:
-            self._revision = int(ack.seq)
             if self._clock() < self._valid_until:
                 self._valid_until = sent + self.ttl_s
 
