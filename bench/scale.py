@@ -20,7 +20,7 @@ loopback port, INFO logging off, and N jobs of the long-lived SDK plugin
 - ``pollerd check`` and ``pollerd jobs --json`` (whole commands), and ``GET /metrics``.
 
 A floor, in the same run: plain nats-py requests (``Client.request``) at the same rate, sent in
-10 ms batches as pollerd's scheduler sends them, to ``bench/plugins/raw_responder.py`` on a
+batches on pollerd's scheduler grid (``BATCH_S``), to ``bench/plugins/raw_responder.py`` on a
 nats-server of their own: the requester's CPU per request is what the NATS round trip alone
 costs a process on this machine, before any scheduling, state or bookkeeping.
 
@@ -375,15 +375,17 @@ def measure_raw(scenario: Scenario, window_s: float) -> dict[str, float]:
 
 
 def raw_child(scenario: Scenario, window_s: float) -> None:
-    """Plain nats-py requests at the scenario's rate in 10 ms batches; prints one JSON line."""
+    """Plain nats-py requests at the scenario's rate, in batches on pollerd's scheduler grid;
+    prints one JSON line."""
     import asyncio
 
     import nats
 
     from pollerd import wire
+    from pollerd.engine.scheduler import BATCH_S
     from pollerd.natsio.server import EmbeddedNatsServer
 
-    step_s, subject = 0.01, "bench.raw.tick"
+    step_s, subject = BATCH_S, "bench.raw.tick"
     now = datetime.now(UTC)
     frame = wire.TickRequest(
         "probe", "job00000", wire.make_tick_id("job00000", now), 1, "", b"cursor", {}, now, now, now

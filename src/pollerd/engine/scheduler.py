@@ -43,10 +43,11 @@ _ONE_US = timedelta(microseconds=1)
 _IDLE_RETRY_S = 0.001
 # Wake-ups are rounded up to this grid of loop time: the jobs due within one step are handed
 # over together, so their requests leave in one socket write, their replies come back in few
-# reads and their commits share one transaction. It adds 5 ms of lateness on average. Measured
-# at 10,000 jobs every 10 s (bench/scale.py): pollerd's user CPU per tick 327 µs on a 5 ms grid,
-# 265 µs on 10 ms, 248 µs on 20 ms; plugin-side lateness p99 18, 17 and 27 ms.
-BATCH_S = 0.01
+# reads and their commits share one transaction. It adds half a step of lateness on average.
+# Measured at 10,000 jobs every 10 s, the grids run in turn on one tree (pollerd's CPU per tick,
+# plugin-side lateness p99): 10 ms 295–326 µs, 15–17 ms; 20 ms 234–291 µs, 25–27 ms; 30 ms
+# 227–275 µs, 36–39 ms; 50 ms 200–210 µs, 56 ms. 20 ms keeps p99 well inside 50 ms.
+BATCH_S = 0.02
 
 
 class _Entry:
