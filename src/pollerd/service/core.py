@@ -36,7 +36,7 @@ from pollerd.service.observer import TickRecorder
 from pollerd.service.reloading import ReloadRefusedError, SpareReader, prepare_reload
 from pollerd.service.routes import RouteTable, supervised
 from pollerd.service.watch import config_fingerprint
-from pollerd.stores import SERVICE_COMMIT_WINDOW_S, open_store
+from pollerd.stores import SERVICE_CHECKPOINT_EVERY_S, SERVICE_COMMIT_WINDOW_S, open_store
 from pollerd.stores.base import JobSeed, JobState, Store
 from pollerd.stores.statelock import StateLock
 from pollerd.supervision.status import PluginState, PluginStatus
@@ -79,6 +79,7 @@ class Service:
             self.config,
             connect=lambda: connect_from_config(nats, name="pollerd-store"),
             commit_window_s=SERVICE_COMMIT_WINDOW_S,
+            checkpoint_every_s=SERVICE_CHECKPOINT_EVERY_S,
         )
         self.metrics = Metrics()
         self.recorder = TickRecorder(self.metrics, clock, lambda p: self._routes.full(p))

@@ -12,6 +12,7 @@ from pollerd.errors import StoreError
 from pollerd.stores import _sqlite_history
 from pollerd.stores._batch import WriteQueue
 from pollerd.stores._sqlite_batch import Write, WriteBatch
+from pollerd.stores._sqlite_checkpoint import SAFETY_PAGES, Checkpointer
 from pollerd.stores._sqlite_file import RECREATED, file_id, prepare_new_file, read_all, write_all
 from pollerd.stores._sqlite_schema import (
     ADDED_COLUMNS,
@@ -77,6 +78,9 @@ class SqliteStore(Store):
     committed (``PRAGMA data_version`` tells, ≈ 3 µs); a write by the CLI or another process
     empties them. ``get`` and ``update`` then skip their ``SELECT`` and the parsing of the row.
 
+    Checkpoints: with ``checkpoint_every_s`` (the service), on that timer in a worker thread
+    rather than on the committing connection (``_sqlite_checkpoint``).
+
     Durability: ``synchronous=NORMAL`` by default. In WAL mode a committed transaction survives a
     crash of pollerd, but an OS crash or power loss may roll back the last commits (the file stays
     consistent). Such a rollback moves a cursor back and re-publishes the events since, which the
@@ -95,6 +99,7 @@ class SqliteStore(Store):
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         full_sync: bool = False,
         commit_window_s: float = 0.0,
+        checkpoint_every_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
@@ -109,6 +114,11 @@ class SqliteStore(Store):
         self._known_at: int | None = None
         self._version_reader: sqlite3.Cursor | None = None  # reads DATA_VERSION
         self._write_error: str | None = None  # the last write failed (disk full, read-only…)
+        self._checkpointer = (
+            Checkpointer(self.path, checkpoint_every_s, busy_timeout_s)
+            if checkpoint_every_s > 0
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -125,6 +135,8 @@ class SqliteStore(Store):
             ) from exc
         self._conn = self._open_connection()
         self._forget_known()
+        if self._checkpointer is not None:
+            self._checkpointer.start(self._file_id)
         logger.debug("opened state store %s (schema version %d)", self.path, SCHEMA_VERSION)
 
     def _open_connection(self) -> sqlite3.Connection:
@@ -149,6 +161,8 @@ class SqliteStore(Store):
                     mode,
                 )
             conn.execute(f"PRAGMA synchronous={'FULL' if self.full_sync else 'NORMAL'}")
+            if self._checkpointer is not None:  # it checkpoints on its timer instead
+                conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_PAGES}")
         with self._transaction(conn, "create the schema"):
             tables = {
                 row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -180,6 +194,8 @@ class SqliteStore(Store):
     async def close(self) -> None:
         if self._conn is not None:
             self._writes.flush()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()  # the store's connection is then the last to close
         conn, self._conn = self._conn, None
         self._forget_known()
         if conn is not None:
@@ -331,6 +347,8 @@ class SqliteStore(Store):
             raise
         self._conn = conn
         self._forget_known()
+        if self._checkpointer is not None:
+            self._checkpointer.follow(self._file_id)
         logger.warning(RECREATED, self.path, len(rows))
         return conn
 
