@@ -13,10 +13,10 @@ when these checkpoints fall behind) and checkpoints every ``every_s`` seconds he
 lets go of the GIL while SQLite works), so ticks go on committing meanwhile. A small service
 still keeps a small WAL: what it wrote in the last ``every_s`` seconds.
 
-Measured at 10,000 jobs every 10 s (20 ms scheduler grid), the two run in turn five times on
-one tree: pollerd's CPU per tick 286 against 299 µs (means; lower in four runs of five), its
-voluntary context switches 110–120 against 127–134 a second, and no loop stall: the runs with
-SQLite's own checkpoints had plugin-side p99s of 33, 55 and 76 ms, these 26–34 ms.
+Measured at 10,000 jobs every 10 s (20 ms scheduler grid), the two run in turn eight times on
+one tree: pollerd's CPU per tick 279 against 285 µs (means; within the noise of the machine),
+its voluntary context switches 109–120 against 127–138 a second, and the plugin-side p99
+25.6–33.6 ms against 25.2–75.8 ms (two runs of eight with SQLite's own checkpoints over 50 ms).
 """
 
 from __future__ import annotations
