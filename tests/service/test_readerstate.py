@@ -7,17 +7,16 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from fixtures.semantics.kit import job, wait_until, write_config, write_plugin
+from fixtures.semantics.kit import wait_until
 from pollerd.config.setup import load_setup
 from pollerd.service.readerstate import ReaderState
 from pollerd.service.reloading import SpareReader, load_setup_off_loop
 from pollerd.service.setupdelta import decode_setup
-from service.test_spare_reader import assert_as_fresh, children
+from service.test_spare_reader import assert_as_fresh, children, config_of
 
 JOBS = 200
 MEMORY_JOBS = 10_000
@@ -25,13 +24,6 @@ MEMORY_JOBS = 10_000
 # KiB when the load's memory stayed pinned.
 CHILD_KIB_PER_JOB = 3.5
 READ_SYSCALL = {"x86_64": 0, "aarch64": 63}  # /proc/<pid>/syscall names a system call by number
-
-
-def config_of(tmp_path: Path, jobs: int, *, changed: int | None = None) -> Path:
-    write_plugin(tmp_path / "plugins")
-    log = tmp_path / "runs.log"
-    items = [job(f"j{i}", log, schedule="2h" if i == changed else "1h") for i in range(jobs)]
-    return write_config(tmp_path / "pollers.yaml", items)
 
 
 def test_compacting_keeps_the_cached_jobs_the_very_objects_of_the_last_answer(
@@ -77,13 +69,6 @@ def test_an_answer_relative_to_another_base_sends_every_job(tmp_path: Path) -> N
 
     assert (again.number, again.base) == (2, None)
     assert not any(isinstance(entry, int) for entry in again.config_jobs)
-
-
-@pytest.fixture
-async def spare() -> AsyncIterator[SpareReader]:
-    reader = SpareReader()
-    yield reader
-    await reader.aclose()
 
 
 def rss_kib(pid: int) -> int:

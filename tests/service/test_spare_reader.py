@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,17 +38,12 @@ def exited(pid: int) -> bool:
         return True
 
 
-def config_of(tmp_path: Path, jobs: int) -> Path:
+def config_of(tmp_path: Path, jobs: int, *, changed: int | None = None) -> Path:
+    """``jobs`` jobs every hour; job number ``changed``, if any, every two hours."""
     write_plugin(tmp_path / "plugins")
     log = tmp_path / "runs.log"
-    return write_config(tmp_path / "pollers.yaml", [job(f"j{i}", log) for i in range(jobs)])
-
-
-@pytest.fixture
-async def spare() -> AsyncIterator[SpareReader]:
-    reader = SpareReader()
-    yield reader
-    await reader.aclose()
+    items = [job(f"j{i}", log, schedule="2h" if i == changed else "1h") for i in range(jobs)]
+    return write_config(tmp_path / "pollers.yaml", items)
 
 
 def where(job: JobConfig) -> tuple[object, ...]:
