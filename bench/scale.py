@@ -22,7 +22,12 @@ loopback port, INFO logging off, and N jobs of the long-lived SDK plugin
 A floor, in the same run: plain nats-py requests (``Client.request``) at the same rate, sent in
 batches on pollerd's scheduler grid (``BATCH_S``), to ``bench/plugins/raw_responder.py`` on a
 nats-server of their own: the requester's CPU per request is what the NATS round trip alone
-costs a process on this machine, before any scheduling, state or bookkeeping.
+costs a process on this machine, before any scheduling, state or bookkeeping. Then the same
+requests again, each reply followed by the SQL a tick's commit runs (its job's row updated, a
+history record inserted; one transaction a grid step, SQLite in WAL mode with
+``synchronous=NORMAL`` on a store pollerd created), on a plain ``sqlite3`` connection: the floor
+of the work the contract asks of every tick (one request, one commit), with no pollerd code in
+the loop.
 
 The baseline, in the same run: APScheduler 3's ``AsyncIOScheduler`` alone in a subprocess, with
 the same N of no-op ``async`` jobs on interval triggers spread over the interval, measured over
@@ -146,7 +151,7 @@ def config_text(scenario: Scenario, port: int, *, changed: bool) -> str:
     ]
     for index in range(scenario.jobs):
         job_every = f"{scenario.every_s * 2:g}s" if changed and index == 0 else every
-        lines.append(f"  - {{id: job{index:05d}, kind: probe, schedule: {{every: {job_every}}}}}")
+        lines.append(f"  - {{id: {job_id(index)}, kind: probe, schedule: {{every: {job_every}}}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -360,23 +365,96 @@ def measure_apscheduler(scenario: Scenario, window_s: float) -> dict[str, float]
     return {"per_s": tally.per_s(), "cpu_per_tick_us": tally.cpu_per_tick_us()}
 
 
-def measure_raw(scenario: Scenario, window_s: float) -> dict[str, float]:
+def measure_raw(scenario: Scenario, window_s: float, *, store: bool) -> dict[str, float]:
     argv = [python(), __file__, "--raw-child", f"{scenario.jobs}@{scenario.every_s:g}"]
     done = subprocess.run(
-        [*argv, "--window", str(window_s)], capture_output=True, text=True, check=True
+        [*argv, "--window", str(window_s), *(["--raw-store"] if store else [])],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     tally = Tally(result["runs"], [], result["cpu_s"], result["window_s"])
+    what = (
+        "a request and its commit in plain sqlite3: the floor of a tick"
+        if store
+        else "the requester alone: the NATS round trip's floor"
+    )
     print(
         f"  raw nats-py {tally.per_s():6.1f} requests/s; CPU per request "
-        f"{tally.cpu_per_tick_us():7.1f} µs (the requester alone: the NATS round trip's floor)"
+        f"{tally.cpu_per_tick_us():7.1f} µs ({what})"
     )
     return {"per_s": tally.per_s(), "cpu_per_tick_us": tally.cpu_per_tick_us()}
 
 
-def raw_child(scenario: Scenario, window_s: float) -> None:
-    """Plain nats-py requests at the scenario's rate, in batches on pollerd's scheduler grid;
-    prints one JSON line."""
+class RawCommits:
+    """The SQL of a tick's successful commit, on a plain ``sqlite3`` connection to a store that
+    pollerd created with the scenario's jobs: the job's row updated (the columns a success
+    sets), a history record inserted, the store version bumped, one transaction a grid step."""
+
+    def __init__(self, path: Path, jobs: int) -> None:
+        import asyncio
+        import sqlite3
+
+        from pollerd.stores.base import JobSeed
+        from pollerd.stores.sqlite import SqliteStore
+
+        async def create() -> None:
+            store = SqliteStore(path)
+            await store.open()
+            try:
+                await store.ensure_many([JobSeed(job_id(i), "probe", False) for i in range(jobs)])
+            finally:
+                await store.close()
+
+        asyncio.run(create())
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._updates: list[tuple[object, ...]] = []
+        self._records: list[tuple[object, ...]] = []
+        self._numbers: dict[str, int] = {}
+
+    def add(self, job: str, tick_id: str, slot: float) -> None:
+        now = datetime.now(UTC)
+        text = now.isoformat()
+        self._updates.append((b"cursor", "ok", None, text, text, text, 0, None, None, job))
+        number = self._numbers[job] = self._numbers.get(job, 0) + 1
+        finished = now.timestamp()
+        self._records.append((job, number, tick_id, slot, finished, "ok", 1, 0.001, 0, None, ""))
+
+    def commit(self) -> None:
+        if not self._updates:
+            return
+        conn = self._conn
+        conn.execute("BEGIN")
+        conn.executemany(
+            "UPDATE jobs SET cursor = ?, last_status = ?, last_error = ?, last_run_at = ?, "
+            "last_success_at = ?, last_scheduled_at = ?, consecutive_errors = ?, "
+            "breaker_open_until = ?, breaker_cooldown_s = ?, revision = revision + 1 "
+            "WHERE job_id = ?",
+            self._updates,
+        )
+        conn.executemany(
+            "INSERT INTO tick_history (job_id, n, tick_id, slot, finished_at, status, attempts, "
+            "duration_s, events, error, replica) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._records,
+        )
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
+        conn.execute("COMMIT")
+        self._updates, self._records = [], []
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def job_id(index: int) -> str:
+    return f"job{index:05d}"
+
+
+def raw_child(scenario: Scenario, window_s: float, *, store: bool) -> None:
+    """Plain nats-py requests at the scenario's rate, in batches on pollerd's scheduler grid,
+    with the SQL of each tick's commit when ``store``; prints one JSON line."""
     import asyncio
 
     import nats
@@ -391,7 +469,7 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
         "probe", "job00000", wire.make_tick_id("job00000", now), 1, "", b"cursor", {}, now, now, now
     ).encode()
 
-    async def main(store_dir: Path) -> dict[str, float]:
+    async def main(store_dir: Path, commits: RawCommits | None) -> dict[str, float]:
         async with EmbeddedNatsServer(store_dir) as server:
             responder = await asyncio.create_subprocess_exec(
                 python(),
@@ -407,11 +485,14 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
                 nc = await nats.connect(server.url)
                 done = [0]
 
-                async def one() -> None:
+                async def one(index: int, slot: float) -> None:
                     await nc.request(subject, frame, timeout=30)
+                    if commits is not None:
+                        job = job_id(index)
+                        commits.add(job, f"{job}@{slot}", slot)
                     done[0] += 1
 
-                loop, tasks = asyncio.get_running_loop(), set()
+                loop, tasks, sent = asyncio.get_running_loop(), set(), 0
                 credit, next_step = 0.0, loop.time()
                 started = loop.time()
                 measuring = False
@@ -421,10 +502,13 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
                         measuring = True
                         cpu_before, count_before = time.process_time(), done[0]
                         wall_before = time.time()
+                    if commits is not None:
+                        commits.commit()  # the previous step's replies, as the group commit does
                     credit += scenario.expected_per_s * step_s
                     while credit >= 1:
                         credit -= 1
-                        task = asyncio.create_task(one())
+                        sent += 1
+                        task = asyncio.create_task(one(sent % scenario.jobs, time.time()))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     next_step += step_s
@@ -439,7 +523,12 @@ def raw_child(scenario: Scenario, window_s: float) -> None:
                 await responder.wait()
 
     with tempfile.TemporaryDirectory(prefix="pollerd-scale-raw-") as tmp:
-        print(json.dumps(asyncio.run(main(Path(tmp) / "nats"))))
+        commits = RawCommits(Path(tmp) / "state.db", scenario.jobs) if store else None
+        try:
+            print(json.dumps(asyncio.run(main(Path(tmp) / "nats", commits))))
+        finally:
+            if commits is not None:
+                commits.close()
 
 
 def apscheduler_child(scenario: Scenario, window_s: float) -> None:
@@ -493,10 +582,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=None, help="measurement window, s")
     parser.add_argument("--apscheduler-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--raw-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-store", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     window_s = args.window or (QUICK_WINDOW_S if args.quick else DEFAULT_WINDOW_S)
     if args.raw_child:
-        raw_child(Scenario.parse(args.raw_child), window_s)
+        raw_child(Scenario.parse(args.raw_child), window_s, store=args.raw_store)
         return
     if args.apscheduler_child:
         apscheduler_child(Scenario.parse(args.apscheduler_child), window_s)
@@ -515,12 +605,15 @@ def main() -> None:
         section(f"{scenario.jobs:,} jobs every {scenario.every_s:g} s")
         ours = measure_pollerd(scenario, window_s, base_rss)
         theirs = measure_apscheduler(scenario, window_s)
-        floor = measure_raw(scenario, window_s)
+        floor = measure_raw(scenario, window_s, store=False)
+        with_store = measure_raw(scenario, window_s, store=True)
         ratio = ours["cpu_per_tick_us"] / max(theirs["cpu_per_tick_us"], 1e-9)
         print(f"  CPU per tick / APScheduler CPU per run: {verdict(ratio, CPU_RATIO_GOAL, False)}")
         print(
             "  CPU per tick / raw nats-py CPU per request: "
-            f"{ours['cpu_per_tick_us'] / max(floor['cpu_per_tick_us'], 1e-9):.2f}"
+            f"{ours['cpu_per_tick_us'] / max(floor['cpu_per_tick_us'], 1e-9):.2f}; "
+            "/ the same with plain sqlite3 commits: "
+            f"{ours['cpu_per_tick_us'] / max(with_store['cpu_per_tick_us'], 1e-9):.2f}"
         )
         kept_up = ours["per_s"] >= scenario.expected_per_s * 0.99
         print(f"  kept up: {'yes' if kept_up else 'NO'}")

@@ -13,7 +13,6 @@ from typing import Self
 from pollerd.config.pollers import JobConfig
 from pollerd.engine import policy
 from pollerd.engine.runner import Route, TickOutcome, TickRunner
-from pollerd.errors import StoreFencedError
 from pollerd.wire import make_tick_id
 
 logger = logging.getLogger(__name__)
@@ -225,11 +224,6 @@ class Dispatcher:
         except asyncio.CancelledError:
             logger.info(
                 "job_id=%s plugin=%s tick cancelled, nothing committed", job.id, route.plugin_id
-            )
-            raise
-        except StoreFencedError as exc:
-            logger.warning(
-                "job_id=%s plugin=%s tick not committed: %s", job.id, route.plugin_id, exc
             )
             raise
         except Exception:
