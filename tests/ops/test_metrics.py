@@ -294,3 +294,22 @@ def test_sample_values_are_written_as_prometheus_client_writes_them(value: float
     expected = floatToGoString(value)  # type: ignore[no-untyped-call]
     assert format_value(value) == expected
     assert format_value(value) == expected  # again, from the kept text for whole values
+
+
+async def test_the_sliced_scrape_writes_what_render_writes() -> None:
+    metrics = Metrics()
+    job_ids = [f"job{index:04d}" for index in range(500)]
+    for index, job_id in enumerate(job_ids):
+        metrics.tick_finished(job_id, "rss", "ok", 0.1, 0.01)
+        metrics.slot_skipped(job_id, "overlap", count=index % 3)
+        metrics.job_health(job_id, consecutive_errors=index % 5, breaker_open=index % 7 == 0)
+    times = [JobTimes(job_id, 100.0 + i, 200.0 + i, 60.0) for i, job_id in enumerate(job_ids)]
+    metrics.watch(job_times=lambda: iter(times), readiness=lambda: {"store": None})
+
+    def steady(text: bytes) -> list[bytes]:  # the process's own CPU and GC figures move
+        return [
+            line for line in text.splitlines() if not line.startswith((b"process_", b"python_gc"))
+        ]
+
+    assert steady(await metrics.render_async()) == steady(metrics.render())
+    assert len(steady(metrics.render())) > 5 * len(job_ids)

@@ -365,3 +365,23 @@ async def test_a_reopened_store_reads_what_was_written_while_it_was_closed(
         reread = await store.get("inbox")
 
     assert reread is not None and (reread.cursor, reread.revision) == (b"\x01", 7)
+
+
+async def test_all_reuses_the_states_it_knows_and_reads_what_another_process_wrote(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStore(path) as service, SqliteStore(path) as cli:
+        await service.ensure("inbox", "dir_watch")
+        await service.ensure("feeds", "rss")
+        ticked = await service.update("inbox", JobUpdate(cursor=b"1"))
+        assert (await service.all())[1] is ticked  # known and unchanged: not parsed again
+
+        await cli.update("feeds", JobUpdate(cursor=b"set by an operator"))
+        after = await service.all()
+
+    assert [(state.job_id, state.cursor) for state in after] == [
+        ("feeds", b"set by an operator"),
+        ("inbox", b"1"),
+    ]
+    assert after[1] == ticked

@@ -15,6 +15,7 @@ from typing import Any, Protocol, Self
 from aiohttp import web
 
 from pollerd.errors import NotReadyError, PollerdError
+from pollerd.ops import slices
 from pollerd.ops.httpguard import (
     HttpError,
     check_browser_safety,
@@ -318,7 +319,8 @@ class AdminServer:
 
     async def _metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=self._metrics.render(), headers={"Content-Type": self._metrics.content_type}
+            body=await self._metrics.render_async(),
+            headers={"Content-Type": self._metrics.content_type},
         )
 
     async def _status_page(self, request: web.Request) -> web.Response:
@@ -327,20 +329,22 @@ class AdminServer:
 
         jobs = await self._backend.jobs()
         history: dict[str, list[dict[str, Any]]] = {}
-        for row in jobs:
+        async for row in slices.each(jobs):
             try:
                 history[row["id"]] = await self._backend.history(row["id"], statuspage.STRIP_TICKS)
             except KeyError:  # a broken job: it never ran under this id
                 history[row["id"]] = []
         selected = request.query.get("state", "all")
-        page = statuspage.render_status_page(
-            jobs=jobs,
-            history=history,
-            plugins=await self._backend.plugins(),
-            readiness=self._backend.readiness(),
-            now=datetime.now(UTC),
-            selected=selected if selected in statuspage.FILTERS else "all",
-            version=__version__,
+        page = await slices.joined(
+            statuspage.status_page_pieces(
+                jobs=jobs,
+                history=history,
+                plugins=await self._backend.plugins(),
+                readiness=self._backend.readiness(),
+                now=datetime.now(UTC),
+                selected=selected if selected in statuspage.FILTERS else "all",
+                version=__version__,
+            )
         )
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
@@ -349,7 +353,8 @@ class AdminServer:
     async def _jobs(self, request: web.Request) -> web.Response:
         if request.query.get("only") == "skips":  # what `pollerd jobs` adds to the store's rows
             return web.json_response(await self._backend.skips())
-        return web.json_response(await self._backend.jobs())
+        body = await slices.json_array(await self._backend.jobs())  # 5 MB at 10,000 jobs
+        return web.Response(body=body, content_type="application/json")
 
     async def _job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]

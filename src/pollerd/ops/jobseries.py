@@ -9,11 +9,13 @@ skip reasons never need escaping in the text format (their patterns allow only l
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from pollerd.ops.slices import chunks
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +65,36 @@ class JobSeries(Collector):
         return []
 
     def text(self) -> str:
-        parts = [header(*_TICKS, "counter")]
+        return "".join(self.text_slices())
+
+    def text_slices(self) -> Iterator[str]:
+        """The text format, a slice of jobs at a time (``pollerd.ops.slices``): each family
+        is written from a snapshot of its dict, so ticks may count between two slices."""
+        yield header(*_TICKS, "counter")
         name = _TICKS[0]
-        for job_id, counts in self.ticks.items():
-            for (kind, outcome), value in counts.items():
-                parts.append(
-                    f'{name}{{{JOB_LABEL}="{job_id}",kind="{kind}",outcome="{outcome}"}} '
-                    f"{format_value(value)}\n"
-                )
-        parts.append(header(*_SKIPPED, "counter"))
-        name = _SKIPPED[0]
-        for job_id, reasons in self.skipped.items():
-            for reason, value in reasons.items():
-                parts.append(
-                    f'{name}{{{JOB_LABEL}="{job_id}",reason="{reason}"}} {format_value(value)}\n'
-                )
-        for index, (name, help_text) in enumerate((_ERRORS, _BREAKER)):
-            parts.append(header(name, help_text, "gauge"))
-            parts.extend(
-                f'{name}{{{JOB_LABEL}="{job_id}"}} {format_value(values[index])}\n'
-                for job_id, values in self.health.items()
+        for chunk in chunks(list(self.ticks.items())):
+            yield "".join(
+                f'{name}{{{JOB_LABEL}="{job_id}",kind="{kind}",outcome="{outcome}"}} '
+                f"{format_value(value)}\n"
+                for job_id, counts in chunk
+                for (kind, outcome), value in counts.items()
             )
-        return "".join(parts)
+        yield header(*_SKIPPED, "counter")
+        name = _SKIPPED[0]
+        for skips in chunks(list(self.skipped.items())):
+            yield "".join(
+                f'{name}{{{JOB_LABEL}="{job_id}",reason="{reason}"}} {format_value(value)}\n'
+                for job_id, reasons in skips
+                for reason, value in reasons.items()
+            )
+        health = list(self.health.items())
+        for index, (name, help_text) in enumerate((_ERRORS, _BREAKER)):
+            yield header(name, help_text, "gauge")
+            for healths in chunks(health):
+                yield "".join(
+                    f'{name}{{{JOB_LABEL}="{job_id}"}} {format_value(values[index])}\n'
+                    for job_id, values in healths
+                )
 
 
 def header(name: str, help_text: str, kind: str) -> str:

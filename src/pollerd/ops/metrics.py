@@ -13,6 +13,7 @@ so ``get_sample_value`` works on it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +36,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from pollerd.ops.jobseries import JOB_LABEL, JobSeries, format_value, header
+from pollerd.ops.slices import chunks, joined
 
 logger = logging.getLogger(__name__)
 
@@ -134,23 +136,28 @@ class _ScrapeTimeCollector(Collector):
         return list(self._families(jobs, ready))
 
     def text(self) -> str:
-        """The per-job families in the text format, without building a family per scrape."""
-        jobs = list(self.job_times()) if self.job_times is not None else []
-        ready = dict(self.readiness()) if self.readiness is not None else {}
-        parts: list[str] = []
+        return "".join(self.text_slices())
+
+    def text_slices(self) -> Iterator[str]:
+        """The per-job families in the text format, without building a family per scrape, a
+        slice of jobs at a time (``pollerd.ops.slices``)."""
+        jobs: list[JobTimes] = []
+        for chunk in chunks(self.job_times() if self.job_times is not None else ()):
+            jobs.extend(chunk)  # a lazy source computes a slice of jobs at a time
+            yield ""
         for (name, help_text), field in zip(_JOB_TIME_FAMILIES, _JOB_TIME_FIELDS, strict=True):
-            parts.append(header(name, help_text, "gauge"))
-            parts.extend(
-                f'{name}{{{JOB_LABEL}="{times.job_id}"}} {format_value(value)}\n'
-                for times in jobs
-                if (value := getattr(times, field)) is not None
-            )
-        parts.append(header(*_READY_FAMILY, "gauge"))
-        parts.extend(
+            yield header(name, help_text, "gauge")
+            for chunk in chunks(jobs):
+                yield "".join(
+                    f'{name}{{{JOB_LABEL}="{times.job_id}"}} {format_value(value)}\n'
+                    for times in chunk
+                    if (value := getattr(times, field)) is not None
+                )
+        ready = dict(self.readiness()) if self.readiness is not None else {}
+        yield header(*_READY_FAMILY, "gauge") + "".join(
             f'{_READY_FAMILY[0]}{{component="{component}"}} {1.0 if reason is None else 0.0}\n'
             for component, reason in ready.items()
         )
-        return "".join(parts)
 
     def _families(
         self, jobs: Iterable[JobTimes] = (), ready: Mapping[str, str | None] | None = None
@@ -361,6 +368,14 @@ class Metrics:
     def render(self) -> bytes:
         """Every metric in the Prometheus text format (``content_type``)."""
         per_job = self._jobs_series.text() + self._scrape_time.text()
+        return generate_latest(self._common) + per_job.encode()
+
+    async def render_async(self) -> bytes:
+        """``render``, with a turn of the event loop after each slice of jobs: a scrape of
+        10,000 jobs does not hold the ticks that fall due meanwhile (``pollerd.ops.slices``)."""
+        per_job = await joined(
+            itertools.chain(self._jobs_series.text_slices(), self._scrape_time.text_slices())
+        )
         return generate_latest(self._common) + per_job.encode()
 
 

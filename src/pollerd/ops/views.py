@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from pollerd.config.jobs import BrokenJob
 from pollerd.config.manifest import Manifest
 from pollerd.config.pollers import JobConfig
 from pollerd.config.schedule import jitter_offset_s, next_slots, slots_between
 from pollerd.config.setup import Setup
 from pollerd.engine.phase import first_slot_bounds
 from pollerd.engine.runner import TickOutcome
+from pollerd.ops import slices
 from pollerd.stores.base import JobState, Store, TickRecord
 from pollerd.wire import encode_cursor, format_time
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from pollerd.supervision.supervisor import Supervisor
 
 NEXT_RUNS = 3
+NextRunAt = Callable[[str], datetime | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,46 +92,56 @@ async def job_rows(
     setup: Setup,
     store: Store,
     now: datetime,
-    next_run_overrides: Mapping[str, datetime | None] | None = None,
+    next_run_at: NextRunAt | None = None,
 ) -> list[JobRow]:
-    """Every configured job (runnable and broken) with its stored state, in config order."""
+    """Every configured job (runnable and broken) with its stored state, in config order; a
+    slice of jobs at a time (``pollerd.ops.slices``), so a running service keeps ticking.
+    ``next_run_at``: the running scheduler's next fire time of a job, if it has one."""
     states = {state.job_id: state for state in await store.all()}
     rows = [
-        _job_row(job, setup.router.plugin_for(job.kind), states.get(job.id), now)
-        for job in setup.jobs
+        job_row(setup, job, states.get(job.id), now, next_run_at)
+        async for job in slices.each(setup.jobs)
     ]
-    if next_run_overrides:
-        rows = [_override_next(row, next_run_overrides) for row in rows]
-    for broken in setup.broken:
-        state = states.get(broken.id or "")
-        rows.append(
-            JobRow(
-                id=broken.id or f"<line {broken.line}>",
-                kind=broken.kind,
-                plugin=None,
-                lifecycle=None,
-                state="broken",
-                schedule="",
-                timezone="",
-                next_runs=[],
-                last_status=state.last_status if state else None,
-                last_error=state.last_error if state else None,
-                last_run_at=state.last_run_at if state else None,
-                last_success_at=state.last_success_at if state else None,
-                consecutive_errors=state.consecutive_errors if state else 0,
-                cursor=state.cursor if state else None,
-                reason=broken.reason,
-                breaker_open_until=None,
-            )
-        )
+    rows.extend(broken_row(broken, states.get(broken.id or "")) for broken in setup.broken)
     return rows
 
 
-def _override_next(row: JobRow, overrides: Mapping[str, datetime | None]) -> JobRow:
-    if row.id not in overrides or row.state != "active":
-        return row
-    live = overrides[row.id]
-    if live is None:
+def job_row(
+    setup: Setup,
+    job: JobConfig,
+    state: JobState | None,
+    now: datetime,
+    next_run_at: NextRunAt | None = None,
+) -> JobRow:
+    """The row of one runnable job; ``next_run_at`` as for ``job_rows``."""
+    row = _job_row(job, setup.router.plugin_for(job.kind), state, now)
+    return _override_next(row, next_run_at(job.id)) if next_run_at is not None else row
+
+
+def broken_row(broken: BrokenJob, state: JobState | None) -> JobRow:
+    """The row of a job whose definition is invalid: its reason, and its state if stored."""
+    return JobRow(
+        id=broken.id or f"<line {broken.line}>",
+        kind=broken.kind,
+        plugin=None,
+        lifecycle=None,
+        state="broken",
+        schedule="",
+        timezone="",
+        next_runs=[],
+        last_status=state.last_status if state else None,
+        last_error=state.last_error if state else None,
+        last_run_at=state.last_run_at if state else None,
+        last_success_at=state.last_success_at if state else None,
+        consecutive_errors=state.consecutive_errors if state else 0,
+        cursor=state.cursor if state else None,
+        reason=broken.reason,
+        breaker_open_until=None,
+    )
+
+
+def _override_next(row: JobRow, live: datetime | None) -> JobRow:
+    if live is None or row.state != "active":
         return row
     later = [t for t in row.next_runs if t > live]
     return replace(row, next_runs=[live, *later][:NEXT_RUNS])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pollerd.errors import PollerdError
-from pollerd.ops import admin, views
+from pollerd.ops import admin, slices, views
 from pollerd.wire import format_time
 
 if TYPE_CHECKING:
@@ -27,9 +27,9 @@ class ServiceBackend:
     async def jobs(self) -> list[dict[str, Any]]:
         service = self._service
         rows = await views.job_rows(
-            service.setup, service.store, service.clock(), service.next_runs()
+            service.setup, service.store, service.clock(), service.next_run_at
         )
-        return [row.to_json() for row in views.with_skips(rows, self._skips())]
+        return [row.to_json() async for row in slices.each(views.with_skips(rows, self._skips()))]
 
     async def skips(self) -> list[dict[str, Any]]:
         return [
@@ -49,7 +49,19 @@ class ServiceBackend:
         return None if leadership is None else leadership.describe()
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
-        return next((row for row in await self.jobs() if row["id"] == job_id), None)
+        """One job's row, as ``jobs`` shows it, without the others'."""
+        service = self._service
+        setup = service.setup
+        job = next((job for job in setup.jobs if job.id == job_id), None)
+        if job is not None:
+            state = await service.store.get(job_id)
+            row = views.job_row(setup, job, state, service.clock(), service.next_run_at)
+        else:
+            broken = next((b for b in setup.broken if (b.id or f"<line {b.line}>") == job_id), None)
+            if broken is None:
+                return None
+            row = views.broken_row(broken, await service.store.get(job_id))
+        return views.with_skips([row], self._skips())[0].to_json()
 
     async def history(self, job_id: str, limit: int) -> list[dict[str, Any]]:
         job = self._job(job_id)

@@ -388,9 +388,6 @@ class Service:
     def _next_fire_s(self, job_id: str) -> float | None:
         return self._scheduler.next_fire_s(job_id) if self._scheduler else None
 
-    def next_runs(self) -> dict[str, datetime | None]:
-        return {job.id: self.next_run_at(job.id) for job in self.setup.jobs}
-
     def _leads(self) -> bool:
         return self.leadership is None or self.leadership.leading()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 from pollerd.config.pollers import JobConfig
@@ -116,28 +116,25 @@ class TickRecorder:
         """The states read when jobs are added (start-up, reload): the base the commits update."""
         self._states.update(states)
 
-    def job_times(self, setup: Setup, next_fire_s: NextFireS) -> list[JobTimes]:
-        """Last success, next run and interval of every runnable job, as a scrape shows them.
+    def job_times(self, setup: Setup, next_fire_s: NextFireS) -> Iterator[JobTimes]:
+        """Last success, next run and interval of every runnable job, as a scrape shows them,
+        computed as they are read (a scrape reads them a slice at a time).
 
         Only active jobs have a next run: an alert joined on it ignores paused and broken jobs.
         """
         from pollerd.ops.views import job_state
 
         now = self._clock()
-        times = []
         for job in setup.jobs:
             state = self._states.get(job.id)
             success = state.last_success_at if state else None
             active = job_state(job, state)[0] == "active"
-            times.append(
-                JobTimes(
-                    job_id=job.id,
-                    last_success_s=success.timestamp() if success else None,
-                    next_run_s=next_fire_s(job.id) if active else None,
-                    interval_s=self._interval(job, now),
-                )
+            yield JobTimes(
+                job_id=job.id,
+                last_success_s=success.timestamp() if success else None,
+                next_run_s=next_fire_s(job.id) if active else None,
+                interval_s=self._interval(job, now),
             )
-        return times
 
     def _interval(self, job: JobConfig, now: datetime) -> float | None:
         known = self._intervals.get(job.id)
