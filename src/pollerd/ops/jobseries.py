@@ -69,31 +69,34 @@ class JobSeries(Collector):
 
     def text_slices(self) -> Iterator[str]:
         """The text format, a slice of jobs at a time (``pollerd.ops.slices``): each family
-        is written from a snapshot of its dict, so ticks may count between two slices."""
+        is written for the jobs it held when it began (a list of their ids, no copy of the
+        dict's items), so ticks may count between two slices."""
         yield header(*_TICKS, "counter")
-        name = _TICKS[0]
-        for chunk in chunks(list(self.ticks.items())):
+        name, ticks = _TICKS[0], self.ticks
+        for chunk in chunks(list(ticks)):
             yield "".join(
                 f'{name}{{{JOB_LABEL}="{job_id}",kind="{kind}",outcome="{outcome}"}} '
                 f"{format_value(value)}\n"
-                for job_id, counts in chunk
-                for (kind, outcome), value in counts.items()
+                for job_id in chunk
+                for (kind, outcome), value in ticks.get(job_id, {}).items()
             )
         yield header(*_SKIPPED, "counter")
-        name = _SKIPPED[0]
-        for skips in chunks(list(self.skipped.items())):
+        name, skipped = _SKIPPED[0], self.skipped
+        for chunk in chunks(list(skipped)):
             yield "".join(
                 f'{name}{{{JOB_LABEL}="{job_id}",reason="{reason}"}} {format_value(value)}\n'
-                for job_id, reasons in skips
-                for reason, value in reasons.items()
+                for job_id in chunk
+                for reason, value in skipped.get(job_id, {}).items()
             )
-        health = list(self.health.items())
+        health = self.health
+        job_ids = list(health)
         for index, (name, help_text) in enumerate((_ERRORS, _BREAKER)):
             yield header(name, help_text, "gauge")
-            for healths in chunks(health):
+            for chunk in chunks(job_ids):
                 yield "".join(
                     f'{name}{{{JOB_LABEL}="{job_id}"}} {format_value(values[index])}\n'
-                    for job_id, values in healths
+                    for job_id in chunk
+                    if (values := health.get(job_id)) is not None
                 )
 
 

@@ -13,6 +13,7 @@ so ``get_sample_value`` works on it.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import platform
@@ -94,7 +95,6 @@ _JOB_TIME_FAMILIES = (  # in the order of JobTimes' values
         "The job's nominal interval: its every, or the gap between two cron slots.",
     ),
 )
-TEXT_CHUNK = 2000  # lines joined between two turns of the loop (≈ 1 ms)
 _READY_FAMILY = (
     "pollerd_ready",
     "1 when /readyz answers ready, else 0, with one series per component.",
@@ -142,24 +142,25 @@ class _ScrapeTimeCollector(Collector):
         """The per-job families in the text format, without building a family per scrape, a
         slice of jobs at a time (``pollerd.ops.slices``): one pass over the jobs writes the
         lines of all three families."""
-        families: tuple[list[str], list[str], list[str]] = ([], [], [])
-        last_success, next_run, interval = families
+        # One growing buffer a family, each line written as it is made: ticks allocate between
+        # the slices, and lines or slices kept until the end among their objects kept the heap
+        # from shrinking after a scrape (pollerd.ops.slices.joined).
+        families = (io.StringIO(), io.StringIO(), io.StringIO())
+        last_success, next_run, interval = (text.write for text in families)
         success_name, next_name, interval_name = (name for name, _ in _JOB_TIME_FAMILIES)
         for chunk in chunks(self.job_times() if self.job_times is not None else ()):
             for times in chunk:  # a lazy source computes a slice of jobs at a time
                 label = f'{{{JOB_LABEL}="{times.job_id}"}} '
                 if times.last_success_s is not None:
-                    last_success.append(
-                        f"{success_name}{label}{format_value(times.last_success_s)}\n"
-                    )
+                    last_success(f"{success_name}{label}{format_value(times.last_success_s)}\n")
                 if times.next_run_s is not None:
-                    next_run.append(f"{next_name}{label}{format_value(times.next_run_s)}\n")
+                    next_run(f"{next_name}{label}{format_value(times.next_run_s)}\n")
                 if times.interval_s is not None:
-                    interval.append(f"{interval_name}{label}{format_value(times.interval_s)}\n")
+                    interval(f"{interval_name}{label}{format_value(times.interval_s)}\n")
             yield ""
-        for (name, help_text), lines in zip(_JOB_TIME_FAMILIES, families, strict=True):
+        for (name, help_text), text in zip(_JOB_TIME_FAMILIES, families, strict=True):
             yield header(name, help_text, "gauge")
-            yield from ("".join(part) for part in chunks(lines, TEXT_CHUNK))
+            yield text.getvalue()
         ready = dict(self.readiness()) if self.readiness is not None else {}
         yield header(*_READY_FAMILY, "gauge") + "".join(
             f'{_READY_FAMILY[0]}{{component="{component}"}} {1.0 if reason is None else 0.0}\n'
