@@ -13,7 +13,7 @@ from pollerd.ops.statuspage import (
     bar_heights,
     display_state,
     relative,
-    render_status_page,
+    status_page_pieces,
 )
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -97,13 +97,15 @@ def test_the_page_filters_by_state_and_escapes_what_it_shows() -> None:
     ]
     history = {"bad-job": [tick("transient", 0.2, "boom <b>"), tick("ok", 0.1)]}
 
-    page = render_status_page(
-        jobs=jobs,
-        history=history,
-        plugins=[],
-        readiness={"nats": "down"},
-        now=NOW,
-        selected="failing",
+    page = "".join(
+        status_page_pieces(
+            jobs=jobs,
+            history=history,
+            plugins=[],
+            readiness={"nats": "down"},
+            now=NOW,
+            selected="failing",
+        )
     )
 
     assert 'data-job="bad-job" data-state="failing"' in page

@@ -147,30 +147,6 @@ def _plugin_row(row: Mapping[str, Any]) -> str:
     )
 
 
-def render_status_page(
-    *,
-    jobs: Sequence[Mapping[str, Any]],
-    history: Mapping[str, Sequence[Mapping[str, Any]]],
-    plugins: Sequence[Mapping[str, Any]],
-    readiness: Mapping[str, str | None],
-    now: datetime,
-    selected: str = "all",
-    version: str = "",
-) -> str:
-    """The whole page. ``history`` maps job ids to their recent ticks, newest first."""
-    return "".join(
-        status_page_pieces(
-            jobs=jobs,
-            history=history,
-            plugins=plugins,
-            readiness=readiness,
-            now=now,
-            selected=selected,
-            version=version,
-        )
-    )
-
-
 def status_page_pieces(
     *,
     jobs: Sequence[Mapping[str, Any]],

@@ -129,14 +129,9 @@ def broken_row(broken: BrokenJob, state: JobState | None) -> JobRow:
         schedule="",
         timezone="",
         next_runs=[],
-        last_status=state.last_status if state else None,
-        last_error=state.last_error if state else None,
-        last_run_at=state.last_run_at if state else None,
-        last_success_at=state.last_success_at if state else None,
-        consecutive_errors=state.consecutive_errors if state else 0,
-        cursor=state.cursor if state else None,
         reason=broken.reason,
         breaker_open_until=None,
+        **_stored(state),
     )
 
 
@@ -160,15 +155,22 @@ def _job_row(
         schedule=job.schedule.describe(),
         timezone=job.timezone.key,
         next_runs=upcoming(job, state, now) if status == "active" else [],
-        last_status=state.last_status if state else None,
-        last_error=state.last_error if state else None,
-        last_run_at=state.last_run_at if state else None,
-        last_success_at=state.last_success_at if state else None,
-        consecutive_errors=state.consecutive_errors if state else 0,
-        cursor=state.cursor if state else None,
         reason=reason,
         breaker_open_until=state.breaker_open_until if state else None,
+        **_stored(state),
     )
+
+
+def _stored(state: JobState | None) -> dict[str, Any]:
+    """A row's fields that come from the job's stored state; empty without one."""
+    return {
+        "last_status": state.last_status if state else None,
+        "last_error": state.last_error if state else None,
+        "last_run_at": state.last_run_at if state else None,
+        "last_success_at": state.last_success_at if state else None,
+        "consecutive_errors": state.consecutive_errors if state else 0,
+        "cursor": state.cursor if state else None,
+    }
 
 
 def job_state(job: JobConfig, state: JobState | None) -> tuple[str, str | None]:
