@@ -11,7 +11,7 @@ still let a listing put ticks 500–600 ms late, as the plugin's in-flight limit
 slower than ticks fall due.
 
 What a slice reads must not change size under it: callers iterate over snapshots (a list of a
-dict's items, a setup's tuple of jobs), never over a live dict.
+dict's keys, a setup's tuple of jobs), never over a live dict.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 SLICE_S = 0.002  # the work between two turns of the event loop
-SLICE = 50  # items a text slice or JSON chunk holds: 1–2 ms of work each at 10,000 jobs
+SLICE = 50  # jobs a text piece or JSON chunk holds: well under SLICE_S each
 
 T = TypeVar("T")
 

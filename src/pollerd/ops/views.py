@@ -121,7 +121,7 @@ def job_row(
 def broken_row(broken: BrokenJob, state: JobState | None) -> JobRow:
     """The row of a job whose definition is invalid: its reason, and its state if stored."""
     return JobRow(
-        id=broken.id or f"<line {broken.line}>",
+        id=broken_id(broken),
         kind=broken.kind,
         plugin=None,
         lifecycle=None,
@@ -133,6 +133,11 @@ def broken_row(broken: BrokenJob, state: JobState | None) -> JobRow:
         breaker_open_until=None,
         **_stored(state),
     )
+
+
+def broken_id(broken: BrokenJob) -> str:
+    """How rows name a broken job: its id, or its line when it has none."""
+    return broken.id or f"<line {broken.line}>"
 
 
 def _override_next(row: JobRow, live: datetime | None) -> JobRow:

@@ -57,7 +57,7 @@ class ServiceBackend:
             state = await service.store.get(job_id)
             row = views.job_row(setup, job, state, service.clock(), service.next_run_at)
         else:
-            broken = next((b for b in setup.broken if (b.id or f"<line {b.line}>") == job_id), None)
+            broken = next((b for b in setup.broken if views.broken_id(b) == job_id), None)
             if broken is None:
                 return None
             row = views.broken_row(broken, await service.store.get(job_id))

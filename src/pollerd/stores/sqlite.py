@@ -222,7 +222,7 @@ class SqliteStore(Store):
     async def all(self) -> list[JobState]:
         """Every job's state. A row this connection has read or written since (the same
         revision, no other connection's commit in between) is not parsed again: a listing of
-        10,000 jobs on a running service reads them in ≈ 20 ms instead of ≈ 80."""
+        10,000 jobs on a running service reads them in 23–43 ms instead of 62."""
         conn = self._connection()
         with self._translate("read the jobs"):
             known = self._known_states(conn)
