@@ -132,6 +132,8 @@ def test_load_setup_loads_config_manifests_and_routes(tmp_path: Path) -> None:
     assert [plugin.id for plugin in setup.router.plugins()] == ["feeds"]
     assert [job.id for job in setup.jobs] == ["news", "quiet"]
     assert [job.id for job in setup.broken] == ["mystery", "broken"]
+    assert setup.job("quiet") is setup.jobs[1]
+    assert setup.job("broken") is None and setup.job("nobody") is None
 
 
 def test_load_setup_fails_on_a_kind_declared_by_two_plugins(tmp_path: Path) -> None:

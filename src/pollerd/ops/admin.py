@@ -132,9 +132,9 @@ async def leader_line(setup: Setup) -> str | None:
 
 
 def find_job(setup: Setup, job_id: str) -> JobConfig:
-    for job in setup.jobs:
-        if job.id == job_id:
-            return job
+    job = setup.job(job_id)
+    if job is not None:
+        return job
     broken = next((b for b in setup.broken if b.id == job_id), None)
     if broken is not None:
         raise PollerdError(f"job {job_id!r} is broken: {broken.reason}")

@@ -9,6 +9,7 @@ from pollerd.ops import admin, slices, views
 from pollerd.wire import format_time
 
 if TYPE_CHECKING:
+    from pollerd.config.pollers import JobConfig
     from pollerd.service.core import Service
 
 
@@ -18,11 +19,11 @@ class ServiceBackend:
     def __init__(self, service: Service) -> None:
         self._service = service
 
-    def _job(self, job_id: str) -> Any:
-        for job in self._service.setup.jobs:
-            if job.id == job_id:
-                return job
-        raise KeyError(job_id)
+    def _job(self, job_id: str) -> JobConfig:
+        job = self._service.setup.job(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
 
     async def jobs(self) -> list[dict[str, Any]]:
         service = self._service
@@ -52,7 +53,7 @@ class ServiceBackend:
         """One job's row, as ``jobs`` shows it, without the others'."""
         service = self._service
         setup = service.setup
-        job = next((job for job in setup.jobs if job.id == job_id), None)
+        job = setup.job(job_id)
         if job is not None:
             state = await service.store.get(job_id)
             row = views.job_row(setup, job, state, service.clock(), service.next_run_at)
