@@ -22,6 +22,7 @@ from fixtures.semantics.kit import (
     write_config,
     write_plugin,
 )
+from pollerd.service.backend import ServiceBackend
 
 FLOOR_S = 1.0  # policy.MIN_NEXT_INTERVAL_S: the floor of a 2 s job
 TOLERANCE_S = 0.05
@@ -71,6 +72,7 @@ async def test_slots_lost_to_a_plugin_too_slow_for_its_jobs_warn_count_and_show_
         )
         code, out = await pollerd("jobs", "--json", "-c", str(config))
         skipped = metric(svc.metrics, SKIPPED, job_id="slow0", reason="overlap")
+        one = await ServiceBackend(svc).job("slow0")  # GET /v1/jobs/slow0
 
     rows = {row["id"]: row for row in json.loads(out)}
     warnings = lost_slots(caplog, "slow0")
@@ -82,6 +84,8 @@ async def test_slots_lost_to_a_plugin_too_slow_for_its_jobs_warn_count_and_show_
     assert skipped >= 3
     assert rows["slow0"]["skipped_slots"] >= 3
     assert rows["slow0"]["last_skip"].startswith("overlap at ")
+    assert one is not None and one["skipped_slots"] >= 3
+    assert one["last_skip"].startswith("overlap at ")
 
 
 SKIPPED = "pollerd_slots_skipped_total"

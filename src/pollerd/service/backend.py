@@ -10,6 +10,7 @@ from pollerd.wire import format_time
 
 if TYPE_CHECKING:
     from pollerd.config.pollers import JobConfig
+    from pollerd.engine.skips import SkipSummary
     from pollerd.service.core import Service
 
 
@@ -39,10 +40,7 @@ class ServiceBackend:
         ]
 
     def _skips(self) -> dict[str, tuple[int, str]]:
-        return {
-            job_id: (s.count, f"{s.last_reason} at {format_time(s.last_at)}")
-            for job_id, s in self._service.recorder.skips.summaries().items()
-        }
+        return {job_id: _shown(s) for job_id, s in self._service.recorder.skips.summaries().items()}
 
     def leadership(self) -> dict[str, Any] | None:
         """Which replica leads (store nats-kv); None for a single pollerd."""
@@ -62,7 +60,9 @@ class ServiceBackend:
             if broken is None:
                 return None
             row = views.broken_row(broken, await service.store.get(job_id))
-        return views.with_skips([row], self._skips())[0].to_json()
+        summary = service.recorder.skips.summary(job_id)
+        skips = {} if summary is None else {job_id: _shown(summary)}
+        return views.with_skips([row], skips)[0].to_json()
 
     async def history(self, job_id: str, limit: int) -> list[dict[str, Any]]:
         job = self._job(job_id)
@@ -107,3 +107,8 @@ class ServiceBackend:
         row = await self.job(job_id)
         assert row is not None
         return row
+
+
+def _shown(skips: SkipSummary) -> tuple[int, str]:
+    """A job's skipped slots as its row shows them: the count, and the last one."""
+    return skips.count, f"{skips.last_reason} at {format_time(skips.last_at)}"
